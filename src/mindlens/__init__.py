@@ -1,0 +1,19 @@
+"""mindlens: read the mind of a CNN image classifier.
+
+Explanation methods (gradients, CAMs, ...), their measured trustworthiness on your model
+and data, and reports a non-expert can follow.
+"""
+
+from . import methods
+from .api import explain, explain_all
+from .errors import InputError, MindlensError, ModelError, NotApplicableError
+from .explanation import Cost, Explanation
+from .model import Classifier, InputSpec
+from .model_card import load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Classifier", "Cost", "Explanation", "InputError", "InputSpec", "MindlensError",
+    "ModelError", "NotApplicableError", "explain", "explain_all", "load_model", "methods",
+]

@@ -1,0 +1,123 @@
+"""Read images from disk or memory into float arrays, and say exactly what is wrong.
+
+Images become ``float32`` NumPy arrays ``[H, W, C]`` with values in ``[0, 1]``; ``C`` is 1
+(grayscale), 3 (RGB) or 4 (RGBA). 8-bit and 16-bit files are scaled by their own range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``float32 [H, W, C]`` in ``[0, 1]``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise InputError(f"image file is empty (0 bytes): {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_array(img, source=str(path))
+    except UnidentifiedImageError:
+        raise InputError(
+            f"cannot read {path}: not an image format mindlens knows "
+            f"(use one of {', '.join(IMAGE_SUFFIXES)})"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"cannot read {path}: the file is corrupt or truncated ({err})") from None
+
+
+def pil_to_array(img: Image.Image, source: str = "image") -> np.ndarray:
+    """Convert a PIL image of any common mode to ``float32 [H, W, C]`` in ``[0, 1]``."""
+    if img.width == 0 or img.height == 0:
+        raise InputError(f"{source} has zero size ({img.width}x{img.height})")
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img, dtype=np.float32) / 65535.0
+    elif mode == "I":
+        data = np.asarray(img)
+        top = 65535.0 if data.max(initial=0) > 255 else 255.0
+        arr = data.astype(np.float32) / top
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+    elif mode in ("1", "L"):
+        arr = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    elif mode in ("LA", "RGBA"):
+        arr = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    else:  # P, CMYK, YCbCr, RGB, HSV...
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return as_image_array(arr, source=source)
+
+
+def as_image_array(data: Any, source: str = "array") -> np.ndarray:
+    """Validate an array-like image and return ``float32 [H, W, C]`` in ``[0, 1]``.
+
+    Accepts ``[H, W]``, ``[H, W, C]`` with C in 1/3/4; integer arrays are scaled by their
+    dtype's range (uint8 by 255, uint16 by 65535), bool arrays to 0/1, floats are kept.
+    """
+    arr = np.asarray(data)
+    if arr.dtype == object:
+        raise InputError(f"{source}: cannot turn a {type(data).__name__} into an image array")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise InputError(
+            f"{source} has shape {arr.shape}; an image must be [H, W] or [H, W, C]"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"{source} has zero size ({arr.shape[1]}x{arr.shape[0]})")
+    if arr.shape[2] not in (1, 3, 4):
+        raise InputError(
+            f"{source} has {arr.shape[2]} channels; mindlens reads grayscale (1), RGB (3) "
+            f"or RGBA (4) images. For channels-first arrays, transpose to [H, W, C] first."
+        )
+    if arr.dtype == np.bool_:
+        out = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        top = float(np.iinfo(arr.dtype).max) if arr.dtype != np.int64 else 255.0
+        if arr.dtype in (np.int32, np.int64) and arr.max(initial=0) > 255:
+            top = 65535.0
+        out = arr.astype(np.float32) / top
+    else:
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise InputError(f"{source} contains NaN or infinite values")
+    return out
+
+
+def match_channels(img: np.ndarray, channels: int, source: str = "image") -> np.ndarray:
+    """Convert ``[H, W, C]`` to the channel count a model expects.
+
+    RGBA drops alpha (composited on white), grayscale is repeated to RGB, RGB becomes
+    luminance (ITU-R 601) for single-channel models.
+    """
+    c = img.shape[2]
+    if c == 4:
+        alpha = img[:, :, 3:4]
+        img = img[:, :, :3] * alpha + (1.0 - alpha)
+        c = 3
+    if c == channels:
+        return img
+    if c == 1 and channels == 3:
+        return np.repeat(img, 3, axis=2)
+    if c == 3 and channels == 1:
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return (img @ weights)[:, :, None]
+    raise InputError(
+        f"{source} has {c} channels but the model expects {channels}; "
+        f"give an image with 1, 3 or 4 channels"
+    )

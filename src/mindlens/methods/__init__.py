@@ -1,0 +1,11 @@
+"""Explanation methods, one module per family, all reachable by name.
+
+>>> from mindlens import methods
+>>> methods.names()[:3]
+['saliency', 'guided_backprop', 'deconvnet']
+"""
+
+from . import cam, gradient  # noqa: F401  (importing registers the methods)
+from .base import Method, Needs, get, names, register
+
+__all__ = ["Method", "Needs", "get", "names", "register"]

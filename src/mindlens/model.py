@@ -1,0 +1,291 @@
+"""The classifier under study: a ``torch.nn.Module`` plus what its inputs must look like.
+
+A :class:`Classifier` knows its input size, channels, normalisation and class names. It
+turns files, PIL images, arrays and tensors into model-space batches, runs the model,
+finds layers by name (``"auto"`` = the last module whose output is a spatial feature map)
+and hands out the one reversible patching context (:class:`~mindlens.patching.ModelPatch`)
+through which every method hooks the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .errors import InputError, ModelError
+from .io import as_image_array, match_channels, pil_to_array, read_image
+from .patching import ModelPatch, is_scripted
+
+ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a raw image becomes model input: resize to ``size``, scale pixels to [0, 1],
+    then ``(x - mean) / std`` per channel."""
+
+    size: tuple[int, int]
+    channels: int = 3
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise InputError(f"input_size must be [H, W] with positive values, got {self.size}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise InputError(
+                    f"{name} has {len(values)} values but the model has {self.channels} channels"
+                )
+        if any(s <= 0 for s in self.std):
+            raise InputError(f"std must be positive, got {self.std}")
+
+    def _stats(self, values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+        t = torch.tensor(values, dtype=like.dtype, device=like.device)
+        return t.expand(self.channels).view(1, -1, *([1] * (like.dim() - 2)))
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> model space."""
+        return (pixels - self._stats(self.mean, pixels)) / self._stats(self.std, pixels)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> pixels in [0, 1] (not clipped)."""
+        return x * self._stats(self.std, x) + self._stats(self.mean, x)
+
+    def bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model-space box ``[low, high]`` of valid pixels, per channel."""
+        return self.normalize(torch.zeros_like(like)), self.normalize(torch.ones_like(like))
+
+
+@dataclass
+class Classifier:
+    """A trained image classifier and everything mindlens needs to know about its input.
+
+    ``logit_offset`` drops leading extra logits (ImageNet MobileNets from TensorFlow have a
+    'background' logit at index 0); ``labels`` names the remaining classes.
+    """
+
+    module: nn.Module
+    input_size: tuple[int, int]
+    channels: int = 3
+    mean: Sequence[float] = (0.0,)
+    std: Sequence[float] = (1.0,)
+    labels: Sequence[str] | None = None
+    logit_offset: int = 0
+    name: str = "model"
+    spec: InputSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.module, nn.Module):
+            raise ModelError(
+                f"Classifier needs a torch.nn.Module, got {type(self.module).__name__}"
+            )
+        self.input_size = tuple(int(s) for s in self.input_size)  # type: ignore[assignment]
+        self.spec = InputSpec(
+            self.input_size, int(self.channels), tuple(map(float, self.mean)),
+            tuple(map(float, self.std)),
+        )
+        if self.labels is not None:
+            self.labels = [str(label) for label in self.labels]
+        self._checked = False
+        self._auto_layers: dict[tuple[int, ...], tuple[str, nn.Module]] = {}
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def scripted(self) -> bool:
+        return is_scripted(self.module)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.module.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def label(self, index: int) -> str:
+        if self.labels is not None and 0 <= index < len(self.labels):
+            return self.labels[index]
+        return f"class {index}"
+
+    # -- running -------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, classes]`` (extra leading logits dropped)."""
+        out = self.module(x)
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            out = out[0]
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelError(
+                f"the model returned {shape} for a batch of {x.shape[0]}; mindlens explains "
+                f"classifiers whose output is logits [B, classes]. Wrap the model so that "
+                f"forward() returns [B, classes] (e.g. add .flatten(1) or pick the logits "
+                f"from a tuple)."
+            )
+        if self.logit_offset:
+            out = out[:, self.logit_offset :]
+        if self.labels is not None and out.shape[1] != len(self.labels) and not self._checked:
+            if len(self.labels) == out.shape[1] + self.logit_offset:  # names of extra logits
+                self.labels = list(self.labels)[self.logit_offset :]
+                return out
+            raise ModelError(
+                f"the model has {out.shape[1]} classes (after logit_offset="
+                f"{self.logit_offset}) but {len(self.labels)} labels were given"
+            )
+        self._checked = True
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``[B, classes]`` in eval mode, model left as it was."""
+        with self.patched():
+            return self(x).softmax(dim=1)
+
+    @contextmanager
+    def patched(self):
+        """The reversible patching context: ``with clf.patched() as patch: ...``."""
+        with ModelPatch(self.module) as patch:
+            yield patch
+
+    # -- input ---------------------------------------------------------------------------
+    def check_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate a model-space batch ``[B, C, H, W]`` and move it to the model."""
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"expected a tensor, got {type(x).__name__}")
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if x.dim() != 4:
+            raise InputError(
+                f"a model-space batch must be [B, C, H, W]; got shape {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+            raise InputError(f"the batch is empty or has zero size: {tuple(x.shape)}")
+        if x.shape[1] != self.channels:
+            raise InputError(
+                f"the tensor has {x.shape[1]} channels but the model expects {self.channels} "
+                f"(shape {tuple(x.shape)}; tensors are taken as [B, C, H, W], already "
+                f"preprocessed)"
+            )
+        if not x.is_floating_point():
+            raise InputError(
+                f"a model-space tensor must be floating point, got {x.dtype}; pass images as "
+                f"arrays or files to have them preprocessed"
+            )
+        if not torch.isfinite(x).all():
+            raise InputError("the input tensor contains NaN or infinite values")
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def to_pixels(self, image: ImageLike, source: str = "image") -> np.ndarray:
+        """One image -> ``float32 [H, W, C]`` in [0, 1] with the model's channel count."""
+        if isinstance(image, (str, Path)):
+            arr = read_image(image)
+            source = str(image)
+        elif isinstance(image, Image.Image):
+            arr = pil_to_array(image, source)
+        else:
+            arr = as_image_array(image, source)
+        return match_channels(arr, self.channels, source)
+
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Files, PIL images or arrays -> a model-space batch ``[B, C, H, W]``.
+
+        A tensor is taken as already preprocessed and only validated.
+        """
+        if isinstance(images, torch.Tensor):
+            return self.check_tensor(images)
+        if isinstance(images, (str, Path, Image.Image)) or (
+            isinstance(images, np.ndarray) and images.ndim in (2, 3)
+        ):
+            images = [images]
+        if len(images) == 0:
+            raise InputError("no images were given")
+        batch = [self.pixels_to_tensor(self.to_pixels(im, f"image {i}")) for i, im in
+                 enumerate(images)]
+        return torch.cat(batch).to(device=self.device, dtype=self.dtype)
+
+    def pixels_to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """``[H, W, C]`` pixels in [0, 1] -> normalised ``[1, C, h, w]`` at the model's size."""
+        t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
+        if tuple(t.shape[-2:]) != self.input_size:
+            t = F.interpolate(t, size=self.input_size, mode="bilinear", align_corners=False,
+                              antialias=True)
+        return self.spec.normalize(t)
+
+    def display_pixels(self, x: torch.Tensor) -> np.ndarray:
+        """Model-space batch -> ``uint8 [B, H, W, 3]`` for display."""
+        px = self.spec.denormalize(x.detach().float().cpu()).clamp(0, 1)
+        if px.shape[1] == 1:
+            px = px.expand(-1, 3, -1, -1)
+        return (px[:, :3].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+    # -- layers --------------------------------------------------------------------------
+    def layer(self, name: str | nn.Module = "auto", example: torch.Tensor | None = None
+              ) -> tuple[str, nn.Module]:
+        """Resolve a layer by dotted name, or ``"auto"``: the last module to finish whose
+        output is a spatial feature map ``[B, C, h, w]`` with ``h * w > 1``."""
+        if self.scripted:
+            raise ModelError(
+                "this is a TorchScript model: it runs no Python hooks, so layer-based methods "
+                "(CAM, Grad-CAM, LRP, ...) cannot see inside it. Load the model from its "
+                "Python code and weights (\"factory\" + \"weights\" in the model card), or use "
+                "saliency or occlusion."
+            )
+        if isinstance(name, nn.Module):
+            for qual, mod in self.module.named_modules():
+                if mod is name:
+                    return qual, mod
+            raise InputError("the given layer module is not part of this model")
+        if name != "auto":
+            try:
+                return name, self.module.get_submodule(name)
+            except AttributeError:
+                near = [n for n, _ in self.module.named_modules() if n][-8:]
+                raise InputError(
+                    f"the model has no layer named {name!r}; layer names are dotted paths "
+                    f"such as {', '.join(near)} (see `mindlens layers`)"
+                ) from None
+        if example is None:
+            example = torch.zeros(1, self.channels, *self.input_size, device=self.device,
+                                  dtype=self.dtype)
+        key = tuple(example.shape[1:])
+        if key not in self._auto_layers:
+            self._auto_layers[key] = self._auto_layer(example)
+        return self._auto_layers[key]
+
+    def _auto_layer(self, example: torch.Tensor) -> tuple[str, nn.Module]:
+        finished: list[tuple[str, nn.Module]] = []
+        names = {m: n for n, m in self.module.named_modules()}
+
+        def record(module: nn.Module, _inputs: Any, output: Any) -> None:
+            if (isinstance(output, torch.Tensor) and output.dim() == 4
+                    and output.shape[2] * output.shape[3] > 1 and module is not self.module):
+                finished.append((names[module], module))
+
+        with self.patched() as patch, torch.no_grad():
+            for module in names:
+                patch.forward_hook(module, record)
+            self(example[:1])
+        if not finished:
+            raise ModelError(
+                "found no layer that outputs a spatial feature map [B, C, h, w]; CAM-type "
+                "methods need a convolutional layer (give layer= explicitly, or use saliency "
+                "or occlusion)"
+            )
+        return finished[-1]
+
+    def layer_names(self) -> list[str]:
+        return [n for n, _ in self.module.named_modules() if n]

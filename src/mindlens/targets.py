@@ -1,0 +1,78 @@
+"""Which class scores to explain: ``None`` (the top-k predicted classes), an index, one
+index per image, or a callable ``logits -> score per sample``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+TargetLike = int | Sequence[int] | torch.Tensor | ScoreFn | None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """A request for targets, resolved against the logits of one clean forward pass."""
+
+    target: TargetLike = None
+    top_k: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise InputError(f"top_k must be a positive integer, got {self.top_k!r}")
+
+    @property
+    def score_fn(self) -> ScoreFn | None:
+        return self.target if callable(self.target) else None
+
+    def resolve(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class indices ``[B, T]`` (``-1`` for a callable target)."""
+        b, k = logits.shape
+        t = self.target
+        if callable(t):
+            return torch.full((b, 1), -1, dtype=torch.long, device=logits.device)
+        if t is None:
+            if self.top_k > k:
+                raise InputError(f"top_k={self.top_k} but the model has only {k} classes")
+            return logits.topk(self.top_k, dim=1).indices
+        idx = torch.as_tensor(t, dtype=torch.long, device=logits.device)
+        if idx.dim() == 0:
+            idx = idx.expand(b)
+        if idx.dim() == 1:
+            if idx.shape[0] != b:
+                raise InputError(
+                    f"target has {idx.shape[0]} entries for {b} images; give one class index "
+                    f"per image, or a single index for all"
+                )
+            idx = idx[:, None]
+        if idx.dim() != 2 or idx.shape[0] != b:
+            raise InputError(f"target must be an index, one per image, or [B, T]; got {t!r}")
+        if (idx < 0).any() or (idx >= k).any():
+            raise InputError(f"target class out of range: the model has classes 0..{k - 1}")
+        return idx
+
+    def scores(self, logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The explained score ``[B, T]``: the target logits, or the callable's value."""
+        fn = self.score_fn
+        if fn is not None:
+            value = fn(logits)
+            if value.shape != (logits.shape[0],):
+                raise InputError(
+                    f"a target callable must return one score per image, shape "
+                    f"[{logits.shape[0]}], got {tuple(value.shape)}"
+                )
+            return value[:, None]
+        return logits.gather(1, classes)
+
+
+def probabilities(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of each target ``[B, T]`` (NaN for a callable target)."""
+    probs = logits.detach().softmax(dim=1)
+    out = torch.full(classes.shape, float("nan"), dtype=probs.dtype, device=probs.device)
+    valid = classes >= 0
+    out[valid] = probs.gather(1, classes.clamp_min(0))[valid]
+    return out
