@@ -1,0 +1,153 @@
+"""The ``mindlens`` command line.
+
+Bad input ends with exit code 2 and one line saying what was wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from . import methods
+from .errors import MindlensError, NotApplicableError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Read the mind of a CNN image classifier.")
+err = Console(stderr=True)
+out = Console()
+
+DEFAULT_METHODS = "saliency,guided_backprop,cam,gradcam,guided_gradcam"
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn mindlens errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MindlensError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def parse_methods(spec: str) -> list[str]:
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise typer.BadParameter("give at least one method")
+    for name in names:
+        methods.get(name)
+    return names
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the explanation methods and what each needs from the model."""
+    table = Table("method", "name", "needs from the model", "what the colours mean")
+    for name in methods.names():
+        cls = methods.get(name)
+        table.add_row(cls.title, name, cls.needs.describe(), cls.meaning)
+    out.print(table)
+
+
+@app.command("layers")
+@friendly
+def list_layers(model: Annotated[Path, typer.Option("--model", help="model card (JSON)")]) -> None:
+    """List the model's layer names (for --layer) and the one 'auto' picks."""
+    from .model_card import load_model
+
+    clf = load_model(model)
+    auto, _ = clf.layer("auto")
+    for name in clf.layer_names():
+        out.print(name + ("   <- auto" if name == auto else ""), highlight=False)
+
+
+@app.command("explain")
+@friendly
+def explain_cmd(
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    model: Annotated[Path, typer.Option("--model", help="model card (JSON)")],
+    method_spec: Annotated[str, typer.Option("--methods", help="comma-separated names")
+                           ] = DEFAULT_METHODS,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="explain the k top classes")] = 1,
+    target: Annotated[int | None, typer.Option(help="explain this class index instead")] = None,
+    layer: Annotated[str, typer.Option(help="layer for CAM methods")] = "auto",
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mindlens-out"),
+    gray_saliency: Annotated[bool, typer.Option(help="show saliency as a gray map")] = False,
+) -> None:
+    """Explain IMAGES with several methods; write DIR/report.html and DIR/<image>.npz."""
+    from .api import explain
+    from .model_card import load_model
+    from .report import Report
+
+    names = parse_methods(method_spec)
+    clf = load_model(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = Report(clf, title=f"mindlens: {clf.name}",
+                    saliency_style="gray" if gray_saliency else "overlay")
+    summary: dict[str, Any] = {"model": str(model), "methods": names, "images": {}}
+    skipped: dict[str, str] = {}
+    stems: set[str] = set()
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("explaining", total=len(images) * len(names))
+        for path in images:
+            x = clf.preprocess(path)
+            results = {}
+            for name in names:
+                if name in skipped:
+                    progress.advance(task)
+                    continue
+                try:
+                    results[name] = explain(clf, x, name, target=target, top_k=top_k,
+                                            layer=layer)
+                except NotApplicableError as e:
+                    skipped[name] = str(e)
+                    err.print(f"[yellow]skipped {name}:[/] {e}", highlight=False)
+                progress.advance(task)
+            if not results:
+                raise NotApplicableError("none of the requested methods can run on this model")
+            stem = _unique(path.stem, stems)
+            np.savez_compressed(out_dir / f"{stem}.npz", **{
+                n: e.maps[0].cpu().numpy().astype(np.float32) for n, e in results.items()})
+            summary["images"][stem] = {"path": str(path), **{n: {
+                "targets": e.targets[0].tolist(), "labels": [clf.label(int(c)) for c in
+                                                             e.targets[0]],
+                "probs": e.probs[0].tolist(), "signed": e.signed,
+                "native_shape": list(e.native_shape)} for n, e in results.items()}}
+            report.add(x, results, titles=[path.name], top_k=max(3, top_k))
+    summary["skipped"] = skipped
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    path = report.write(out_dir / "report.html")
+    out.print(f"wrote {path}", highlight=False)
+
+
+def _unique(stem: str, seen: set[str]) -> str:
+    name, i = stem, 1
+    while name in seen:
+        i += 1
+        name = f"{stem}_{i}"
+    seen.add(name)
+    return name
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

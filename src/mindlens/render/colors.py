@@ -1,0 +1,75 @@
+"""Display normalisation and colour maps.
+
+- Signed maps (LRP, CAM without ReLU, summed gradients): divided by ``max |A|`` per map to
+  ``[-1, 1]``, shown with a diverging map centred on zero (red = for the class, blue =
+  against it).
+- Non-negative maps (Grad-CAM, saliency magnitudes): min-max scaled to ``[0, 1]``, shown
+  with a perceptually uniform sequential map.
+- A constant map cannot be scaled: it is shown as zeros and flagged ``degenerate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import torch
+
+SIGNED_CMAP = "RdBu_r"
+UNSIGNED_CMAP = "inferno"
+
+
+@dataclass
+class DisplayMap:
+    """A map scaled for display: ``values`` in [0, 1] (unsigned) or [-1, 1] (signed)."""
+
+    values: np.ndarray
+    signed: bool
+    degenerate: bool
+    scale: float
+
+
+def to_display(map_: torch.Tensor | np.ndarray, signed: bool, clip_percentile: float | None = None
+               ) -> DisplayMap:
+    """Scale one ``[H, W]`` map for display (see the module docstring)."""
+    a = map_.detach().float().cpu().numpy() if isinstance(map_, torch.Tensor) else np.asarray(
+        map_, dtype=np.float32)
+    if signed:
+        top = float(np.percentile(np.abs(a), clip_percentile)) if clip_percentile else float(
+            np.abs(a).max(initial=0.0))
+        if top <= 0 or not np.isfinite(top):
+            return DisplayMap(np.zeros_like(a), True, True, 0.0)
+        return DisplayMap(np.clip(a / top, -1, 1), True, False, top)
+    lo = float(a.min(initial=0.0)) if a.size else 0.0
+    hi = float(np.percentile(a, clip_percentile)) if clip_percentile else float(a.max(initial=0.0))
+    if hi - lo <= 0 or not np.isfinite(hi - lo):
+        return DisplayMap(np.zeros_like(a), False, True, 0.0)
+    return DisplayMap(np.clip((a - lo) / (hi - lo), 0, 1), False, False, hi - lo)
+
+
+def colorize(disp: DisplayMap, cmap: str | None = None) -> np.ndarray:
+    """``uint8 [H, W, 3]`` colours for a display map."""
+    name = cmap or (SIGNED_CMAP if disp.signed else UNSIGNED_CMAP)
+    t = (disp.values + 1) / 2 if disp.signed else disp.values
+    rgba = matplotlib.colormaps[name](t)
+    return (rgba[..., :3] * 255).round().astype(np.uint8)
+
+
+def gray_saliency(map_: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The classic 0-255 gray saliency image (Simonyan et al.): ``|map|`` min-max scaled."""
+    a = map_.detach().abs() if isinstance(map_, torch.Tensor) else np.abs(map_)
+    disp = to_display(a, signed=False)
+    return (disp.values * 255).round().astype(np.uint8)
+
+
+def css_gradient(signed: bool, steps: int = 9) -> str:
+    """A CSS linear-gradient of the colour map, for legends in the report."""
+    name = SIGNED_CMAP if signed else UNSIGNED_CMAP
+    cmap = matplotlib.colormaps[name]
+    stops = []
+    for i in range(steps):
+        r, g, b, _ = cmap(i / (steps - 1))
+        pos = 100 * i / (steps - 1)
+        stops.append(f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {pos:.0f}%")
+    return f"linear-gradient(to right, {', '.join(stops)})"

@@ -1,0 +1,200 @@
+"""A self-contained HTML report (one file, images embedded) that a non-expert can read.
+
+For each image: the picture (with the expert's marks, if given), the model's top classes
+with their probabilities, and one heat map per method and explained class, each with a
+plain-language sentence saying what its colours mean and a line saying what the method
+needs from the model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from . import __version__, methods
+from .explanation import Explanation
+from .model import Classifier
+from .render.colors import css_gradient, gray_saliency, to_display
+from .render.overlay import mask_outline, overlay, png_data_uri
+
+
+@dataclass
+class Panel:
+    method: str
+    title: str
+    target: str
+    image: str
+    degenerate: bool
+    cost: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Item:
+    title: str
+    image: str
+    mask_image: str | None
+    top: list[tuple[str, float]]
+    rows: list[tuple[str, list[Panel]]]
+    notes: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+
+
+@dataclass
+class MethodInfo:
+    name: str
+    title: str
+    meaning: str
+    needs: str
+    reference: str
+    signed: bool
+    legend: str
+
+
+@dataclass
+class Report:
+    """Collects images and explanations, then writes one HTML file."""
+
+    classifier: Classifier
+    title: str = "mindlens report"
+    items: list[Item] = field(default_factory=list)
+    method_info: dict[str, MethodInfo] = field(default_factory=dict)
+    figures: list[tuple[str, str, str]] = field(default_factory=list)
+    saliency_style: str = "overlay"
+
+    def add(self, x: torch.Tensor, explanations: dict[str, Explanation],
+            titles: Sequence[str] | None = None, masks: np.ndarray | None = None,
+            top_k: int = 3, pixels: np.ndarray | None = None,
+            notes: Sequence[Sequence[str]] | None = None) -> None:
+        """Add a batch: ``x`` in model space, one :class:`Explanation` per method."""
+        pixels = self.classifier.display_pixels(x) if pixels is None else pixels
+        probs = self.classifier.predict(x)
+        k = min(top_k, probs.shape[1])
+        top_p, top_i = probs.topk(k, dim=1)
+        for b in range(x.shape[0]):
+            image = pixels[b]
+            mask_image = None
+            if masks is not None and masks[b] is not None and np.asarray(masks[b]).any():
+                mask_image = png_data_uri(mask_outline(image, _fit(masks[b], image)))
+            item = Item(
+                title=titles[b] if titles else f"image {len(self.items) + 1}",
+                image=png_data_uri(image), mask_image=mask_image,
+                top=[(self.classifier.label(int(i)), float(p)) for p, i in
+                     zip(top_p[b], top_i[b], strict=True)],
+                rows=[], notes=list(notes[b]) if notes else [],
+            )
+            by_target: dict[str, list[Panel]] = {}
+            for name, expl in explanations.items():
+                self._describe(name, expl)
+                for t in range(expl.targets.shape[1]):
+                    label = self._target_label(expl, b, t)
+                    by_target.setdefault(label, []).append(self._panel(name, expl, b, t, image))
+                item.tables.extend(_tables(name, expl, b))
+            item.rows = list(by_target.items())
+            self.items.append(item)
+
+    def add_figure(self, title: str, pixels: np.ndarray, caption: str) -> None:
+        """An extra figure (e.g. baseline sensitivity) shown after the images."""
+        self.figures.append((title, png_data_uri(pixels, None), caption))
+
+    def _target_label(self, expl: Explanation, b: int, t: int) -> str:
+        c = int(expl.targets[b, t])
+        if c < 0:
+            return "custom score"
+        p = float(expl.probs[b, t])
+        return f"{self.classifier.label(c)} ({p:.0%})"
+
+    def _panel(self, name: str, expl: Explanation, b: int, t: int, image: np.ndarray) -> Panel:
+        m = expl.maps[b, t]
+        disp = to_display(m, expl.signed)
+        if name == "saliency" and self.saliency_style == "gray":
+            pic = np.repeat(gray_saliency(m)[..., None], 3, axis=2)
+        else:
+            pic = overlay(image, disp)
+        cost = f"{expl.cost.forward} forward, {expl.cost.backward} backward, " \
+               f"{expl.cost.seconds * 1000 / max(1, expl.batch_size):.0f} ms per image"
+        cls = methods.get(name)
+        return Panel(name, cls.title, self._target_label(expl, b, t), png_data_uri(pic),
+                     disp.degenerate, cost, _notes(name, expl, b, t))
+
+    def _describe(self, name: str, expl: Explanation) -> None:
+        if name in self.method_info:
+            return
+        cls = methods.get(name)
+        self.method_info[name] = MethodInfo(
+            name, cls.title, cls.meaning, cls.needs.describe(), cls.reference, expl.signed,
+            css_gradient(expl.signed),
+        )
+
+    def html(self) -> str:
+        env = Environment(loader=PackageLoader("mindlens", "templates"),
+                          autoescape=select_autoescape(["html"]))
+        template = env.get_template("report.html")
+        clf = self.classifier
+        return template.render(
+            title=self.title, report=self, model_name=clf.name, version=__version__,
+            input_desc=f"{clf.input_size[0]}x{clf.input_size[1]}, {clf.channels} channel(s)",
+            n_classes=len(clf.labels) if clf.labels else None,
+            created=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        )
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.html(), encoding="utf-8")
+        return path
+
+
+def _fit(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape == image.shape[:2]:
+        return mask
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    t = torch.nn.functional.interpolate(t, size=image.shape[:2], mode="nearest")
+    return t[0, 0].numpy() > 0.5
+
+
+def _notes(name: str, expl: Explanation, b: int, t: int) -> list[str]:
+    """Short method-specific facts worth a line under the picture."""
+    notes = []
+    if "conservation" in expl.extras:
+        cons = expl.extras["conservation"]
+        if isinstance(cons, torch.Tensor) and cons.dim() == 2:
+            notes.append(f"relevance sum / score = {float(cons[b, t]):.2f}")
+    if expl.native_shape and tuple(expl.native_shape) != tuple(expl.maps.shape[2:]):
+        notes.append("computed at " + "x".join(map(str, expl.native_shape)) + ", then enlarged")
+    return [html.unescape(n) for n in notes]
+
+
+def _tables(name: str, expl: Explanation, b: int) -> list[Table]:
+    regions = expl.extras.get("regions")
+    if not isinstance(regions, list) or not regions or not isinstance(regions[0], dict):
+        return []
+    rows = regions[b] if isinstance(regions[0], list) else regions
+    if not rows:
+        return []
+    header = list(rows[0].keys())
+    return [Table(f"{methods.get(name).title}: regions", header,
+                  [[_fmt(r[h]) for h in header] for r in rows[:30]])]
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
