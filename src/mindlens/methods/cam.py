@@ -177,7 +177,7 @@ class CAM(_LayerMethod):
                     patch.forward_hook(m, track)
             logits = clf(x)
         A = capture.result()
-        weight, bias = self._head(clf, name, A, linear, logits)
+        weight, bias, A = self._head(clf, name, A, linear, logits)
         classes = targets.resolve(logits)
         if (classes < 0).any():
             raise NotApplicableError("CAM explains class logits; a callable target needs gradcam")
@@ -194,8 +194,10 @@ class CAM(_LayerMethod):
         )
 
     def _head(self, clf: Classifier, name: str, A: torch.Tensor, linear: list[nn.Module],
-              logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The head's weight ``[classes, K]`` and bias, after checking the head is GAP+linear."""
+              logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The head's weight ``[classes, K]`` and bias, after checking the head is GAP+linear,
+        and the pooled features: ``A``, or ``relu(A)`` when the model applies a functional
+        ReLU (``F.relu``) between the layer and the pooling, which no module hook sees."""
         hint = ("CAM needs a head of the form feature map -> global average pooling -> one "
                 "linear layer; use method 'gradcam', which works on any head")
         if not linear:
@@ -208,16 +210,18 @@ class CAM(_LayerMethod):
                 f"outputs, but layer {name!r} has {A.shape[1]} channels. {hint}"
             )
         bias = last.bias.detach() if last.bias is not None else torch.zeros(weight.shape[0])
-        pooled = A.flatten(2).mean(dim=2)
-        expected = (pooled @ weight.T + bias)[:, clf.logit_offset:]
-        scale = logits.abs().max().clamp_min(1e-12)
-        if not torch.allclose(expected, logits, atol=1e-4 * float(scale), rtol=1e-4):
-            raise NotApplicableError(
-                f"the logits are not global-average-pooled {name!r} features times the last "
-                f"linear layer (max difference {float((expected - logits).abs().max()):.3g}). "
-                f"{hint}"
-            )
-        return weight, bias
+        scale = float(logits.abs().max().clamp_min(1e-12))
+        gaps = []
+        for features in (A, A.clamp_min(0)):
+            expected = (features.flatten(2).mean(dim=2) @ weight.T + bias)[:, clf.logit_offset:]
+            gap = float((expected - logits).abs().max())
+            if gap <= 1e-4 * scale:
+                return weight, bias, features
+            gaps.append(gap)
+        raise NotApplicableError(
+            f"the logits are not global-average-pooled {name!r} features times the last "
+            f"linear layer (max difference {min(gaps):.3g}). {hint}"
+        )
 
 
 @register

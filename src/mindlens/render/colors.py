@@ -41,8 +41,10 @@ def to_display(map_: torch.Tensor | np.ndarray, signed: bool, clip_percentile: f
         if top <= 0 or not np.isfinite(top):
             return DisplayMap(np.zeros_like(a), True, True, 0.0)
         return DisplayMap(np.clip(a / top, -1, 1), True, False, top)
-    lo = float(a.min(initial=0.0)) if a.size else 0.0
-    hi = float(np.percentile(a, clip_percentile)) if clip_percentile else float(a.max(initial=0.0))
+    if a.size == 0:
+        return DisplayMap(a, False, True, 0.0)
+    lo = float(a.min())
+    hi = float(np.percentile(a, clip_percentile)) if clip_percentile else float(a.max())
     if hi - lo <= 0 or not np.isfinite(hi - lo):
         return DisplayMap(np.zeros_like(a), False, True, 0.0)
     return DisplayMap(np.clip((a - lo) / (hi - lo), 0, 1), False, False, hi - lo)

@@ -1,0 +1,84 @@
+"""The command line: explain writes a report and arrays; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mindlens.cli import app
+
+from .tinynet import write_card
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    card = write_card(tmp_path)
+    rng = np.random.default_rng(0)
+    images = []
+    for i, mode in enumerate(["RGB", "L"]):
+        arr = rng.integers(0, 256, (20, 24, 3 if mode == "RGB" else 1), dtype=np.uint8)
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(arr.squeeze()).save(path)
+        images.append(path)
+    return card, images, tmp_path
+
+
+def test_explain_writes_report_and_arrays(setup):
+    card, images, tmp = setup
+    out = tmp / "out"
+    result = runner.invoke(app, ["explain", *map(str, images), "--model", str(card),
+                                 "--methods", "gradcam,saliency,cam", "--top-k", "2",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert html.count('data-method="gradcam"') == 4  # 2 images x 2 classes
+    assert 'src="http' not in html and "<script src" not in html  # self-contained
+    for i in range(2):
+        arrays = np.load(out / f"img{i}.npz")
+        assert sorted(arrays.files) == ["cam", "gradcam", "saliency"]
+        assert arrays["gradcam"].shape == (2, 16, 16)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"]["img0"]["gradcam"]["labels"][0] in ("cat", "dog", "bird")
+
+
+def test_methods_lists_every_method():
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0
+    for name in ("saliency", "guided_backprop", "gradcam", "cam", "guided_gradcam"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "method", "layer", "card"])
+def test_bad_input_is_one_line_and_exit_2(setup, case):
+    card, images, tmp = setup
+    args = ["explain", str(images[0]), "--model", str(card), "--out", str(tmp / "o")]
+    if case == "missing":
+        args[1] = str(tmp / "nope.png")
+    elif case == "corrupt":
+        bad = tmp / "bad.png"
+        bad.write_bytes(images[0].read_bytes()[:60])
+        args[1] = str(bad)
+    elif case == "method":
+        args += ["--methods", "nosuch"]
+    elif case == "layer":
+        args += ["--methods", "gradcam", "--layer", "conv9"]
+    elif case == "card":
+        args[3] = str(tmp / "missing.json")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error:") or "Error" in result.output
+
+
+def test_layers_marks_auto(setup):
+    card, _, _ = setup
+    result = runner.invoke(app, ["layers", "--model", str(card)])
+    assert result.exit_code == 0
+    assert "conv2   <- auto" in result.output
