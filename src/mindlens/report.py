@@ -120,7 +120,8 @@ class Report:
 
     def _panel(self, name: str, expl: Explanation, b: int, t: int, image: np.ndarray) -> Panel:
         m = expl.maps[b, t]
-        disp = to_display(m, expl.signed)
+        # pixel-level maps are spiky: clip the top 0.5 % so one pixel does not dim the rest
+        disp = to_display(m, expl.signed, clip_percentile=99.5 if expl.raw is not None else None)
         if name == "saliency" and self.saliency_style == "gray":
             pic = np.repeat(gray_saliency(m)[..., None], 3, axis=2)
         else:
