@@ -42,6 +42,7 @@ def test_explain_writes_report_and_arrays(setup):
     for i in range(2):
         arrays = np.load(out / f"img{i}.npz")
         assert sorted(arrays.files) == ["cam", "gradcam", "saliency"]
+        assert (out / f"img{i}.png").exists()
         assert arrays["gradcam"].shape == (2, 16, 16)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"]["img0"]["gradcam"]["labels"][0] in ("cat", "dog", "bird")
@@ -74,7 +75,7 @@ def test_bad_input_is_one_line_and_exit_2(setup, case):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("error:") or "Error" in result.output
+    assert (lines and lines[-1].startswith("error:")) or "Error" in result.output
 
 
 def test_layers_marks_auto(setup):

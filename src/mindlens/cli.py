@@ -14,12 +14,14 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from . import methods
 from .errors import MindlensError, NotApplicableError
+from .render.panel import panel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Read the mind of a CNN image classifier.")
@@ -90,7 +92,8 @@ def explain_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mindlens-out"),
     gray_saliency: Annotated[bool, typer.Option(help="show saliency as a gray map")] = False,
 ) -> None:
-    """Explain IMAGES with several methods; write DIR/report.html and DIR/<image>.npz."""
+    """Explain IMAGES with several methods; write DIR/report.html, DIR/<image>.npz (one
+    [T, H, W] array per method) and DIR/<image>.png (original | each method, top class)."""
     from .api import explain
     from .model_card import load_model
     from .report import Report
@@ -124,6 +127,9 @@ def explain_cmd(
             stem = _unique(path.stem, stems)
             np.savez_compressed(out_dir / f"{stem}.npz", **{
                 n: e.maps[0].cpu().numpy().astype(np.float32) for n, e in results.items()})
+            Image.fromarray(panel(clf.display_pixels(x)[0], {
+                methods.get(n).title: (e.maps[0, 0].cpu().numpy(), e.signed)
+                for n, e in results.items()})).save(out_dir / f"{stem}.png")
             summary["images"][stem] = {"path": str(path), **{n: {
                 "targets": e.targets[0].tolist(), "labels": [clf.label(int(c)) for c in
                                                              e.targets[0]],
