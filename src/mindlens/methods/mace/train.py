@@ -21,7 +21,7 @@ import torch
 from ...errors import InputError
 from ...model import Classifier
 from .attach import Attachment, attach, head_logits, model_fingerprint
-from .data import FeatureCache, ImagesLike, ImageSet, cache_features
+from .data import FeatureCache, ImageSet, ImagesLike, cache_features
 from .prototypes import build_prototypes
 from .store import TrainedUnit
 from .unit import MaceUnit, UnitConfig, mace_losses

@@ -23,6 +23,7 @@ relevance estimator and the output generator, so a pruned concept has no influen
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -87,7 +88,7 @@ class MaceUnit(nn.Module):
         self.map_generator = nn.Conv2d(c.channels, c.classes * c.concepts, 1)
         sizes = (c.height * c.width, *EMBED_HIDDEN, c.embed)
         self.embedders = nn.ModuleList(
-            ClassMLPs(c.classes, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+            ClassMLPs(c.classes, a, b) for a, b in itertools.pairwise(sizes))
         self.relevance_weight = nn.Parameter(torch.empty(c.classes, c.concepts * c.embed))
         self.relevance_bias = nn.Parameter(torch.zeros(c.classes))
         nn.init.uniform_(self.relevance_weight, -(c.concepts * c.embed) ** -0.5,
