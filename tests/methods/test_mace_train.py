@@ -218,3 +218,22 @@ def test_missing_unit_parameter_and_file(tmp_path) -> None:
         mindlens.explain(toy(), toy_images(1), method="mace")
     with pytest.raises(mindlens.InputError, match="not found"):
         mindlens.explain(toy(), toy_images(1), method="mace", unit=str(tmp_path / "x"))
+
+
+def test_lesion_ratio_and_demo_measure() -> None:
+    from mindlens.methods.mace.demo_unit import lesion_ratio, measure
+
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True  # a quarter of the image
+    assert lesion_ratio(masks.float(), masks)["ratio"] == pytest.approx(4.0)
+    assert lesion_ratio(torch.ones(2, 4, 4), masks)["ratio"] == pytest.approx(1.0)
+    # end to end on the colour toy: the blob plays the lesion
+    clf, x = colour_toy(), blobs(120, 5)
+    tu = train(clf, x, None, epochs=5, seed=0, **{**SMALL, "hidden": 32})
+    fresh = blobs(24, 9)
+    images = (fresh.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    blob = fresh.amax(dim=1) > 0.99
+    labels = clf.predict(fresh).argmax(1).numpy()
+    result = measure(clf, tu, images, labels, blob.numpy())
+    assert 0 <= result["fidelity"] <= 1 and result["lesions"]["images"] == 24
+    assert result["lesions"]["ratio"] > 0
