@@ -12,9 +12,10 @@ from PIL import Image
 from torch import nn
 
 import mindlens
-from conftest import assert_untouched, asset_images, fingerprint
 from mindlens.methods.mace import load_unit, train
 from mindlens.methods.mace.unit import MaceUnit
+
+from ..conftest import assert_untouched, asset_images, fingerprint
 
 
 @pytest.fixture(autouse=True, scope="module")
