@@ -3,6 +3,7 @@ real CIFAR-10 run, and one clear error per kind of bad input."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,26 @@ def test_lesion_ratio_and_demo_measure() -> None:
     result = measure(clf, tu, images, labels, blob.numpy())
     assert 0 <= result["fidelity"] <= 1 and result["lesions"]["images"] == 24
     assert result["lesions"]["ratio"] > 0
+
+
+def test_pruning_after_training() -> None:
+    clf, x = colour_toy(), blobs(60, 5)
+    tu = train(clf, x, None, epochs=2, seed=0, prune_threshold=0.1, **SMALL)
+    keep = tu.unit.keep.bool()
+    assert tu.meta["pruned"] == int((~keep).sum()) > 0  # some concepts never pass 0.1
+    ex = mindlens.explain(clf, x[:4], method="mace", unit=tu, target=[[0, 1, 2]] * 4)
+    con = ex.extras["concepts"]
+    assert torch.equal(con["pruned"], ~keep[ex.targets[..., None], con["index"]])
+    assert (con["relevance"][con["pruned"]] == 0).all()
+    n_kept = keep.sum(1)[ex.targets]  # pruned concepts are ranked last
+    for b, t in itertools.product(range(4), range(3)):
+        assert not con["pruned"][b, t, : int(n_kept[b, t])].any()
+
+
+def test_model_untouched_when_explain_fails_half_way(cifar_unit, resnet20) -> None:
+    path, _ = cifar_unit
+    before = fingerprint(resnet20.module)
+    with pytest.raises(mindlens.InputError, match="out of range"):
+        mindlens.explain(resnet20, torch.zeros(1, 3, 32, 32), method="mace", unit=str(path),
+                         target=12)
+    assert_untouched(before, resnet20.module)
