@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -14,6 +15,14 @@ from typer.testing import CliRunner
 
 from mindlens.methods.mace import load_unit
 from mindlens.methods.mace.cli import app
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """``--threads`` sets torch's thread count for the process: put it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_card(root: Path) -> Path:
