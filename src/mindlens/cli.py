@@ -91,6 +91,8 @@ def explain_cmd(
     layer: Annotated[str, typer.Option(help="layer for CAM methods")] = "auto",
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mindlens-out"),
     gray_saliency: Annotated[bool, typer.Option(help="show saliency as a gray map")] = False,
+    unit: Annotated[Path | None, typer.Option(help="trained MACE unit (for --methods mace)")
+                    ] = None,
 ) -> None:
     """Explain IMAGES with several methods; write DIR/report.html, DIR/<image>.npz (one
     [T, H, W] array per method) and DIR/<image>.png (original | each method, top class)."""
@@ -116,8 +118,9 @@ def explain_cmd(
                     progress.advance(task)
                     continue
                 try:
+                    extra = {"unit": str(unit)} if name == "mace" and unit else {}
                     results[name] = explain(clf, x, name, target=target, top_k=top_k,
-                                            layer=layer)
+                                            layer=layer, **extra)
                 except NotApplicableError as e:
                     skipped[name] = str(e)
                     err.print(f"[yellow]skipped {name}:[/] {e}", highlight=False)
@@ -140,6 +143,15 @@ def explain_cmd(
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     path = report.write(out_dir / "report.html")
     out.print(f"wrote {path}", highlight=False)
+
+
+def _mount_subcommands() -> None:
+    from .methods.mace.cli import app as mace_app
+
+    app.add_typer(mace_app, name="mace", help="Train MACE concept units.")
+
+
+_mount_subcommands()
 
 
 def _unique(stem: str, seen: set[str]) -> str:
