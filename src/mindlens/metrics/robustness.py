@@ -1,0 +1,93 @@
+"""Robustness of explanations to small input noise: max- and average-sensitivity (Yeh,
+Hsieh, Suggala, Inouye, Ravikumar, "On the (In)fidelity and Sensitivity of Explanations",
+NeurIPS 2019).
+
+``SENS_max = max_{δ} ||Φ(x + δ) - Φ(x)|| / ||Φ(x)||`` and ``SENS_avg`` the mean, over
+``n_samples`` draws of ``δ ~ U[-r, r]`` per input element (an L∞ ball of radius ``r`` in
+model space), Frobenius norms of the 2-D maps, explained for the class predicted on the
+clean input. ``relative=False`` drops the division by ``||Φ(x)||``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..model import Classifier
+from .explainers import ExplainFn
+
+
+@dataclass
+class Sensitivity:
+    """``max`` and ``avg`` ``[N]``; ``samples`` ``[N, n_samples]`` (NaN where skipped)."""
+
+    max: torch.Tensor
+    avg: torch.Tensor
+    samples: torch.Tensor
+    radius: float
+
+
+def uniform_noise(shape: torch.Size | tuple[int, ...], radius: float,
+                  generator: torch.Generator, dtype: torch.dtype = torch.float64
+                  ) -> torch.Tensor:
+    """``U[-radius, radius]`` noise drawn on the CPU from ``generator``."""
+    return (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * radius
+
+
+def default_radius(clf: Classifier, x: torch.Tensor) -> float:
+    """2 % of the widest model-space pixel range of ``clf`` (the spec's default)."""
+    lo, hi = clf.spec.bounds(x[:1])
+    return 0.02 * float((hi - lo).abs().max())
+
+
+def sensitivity(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
+                classes: torch.Tensor | None = None, radius: float | None = None,
+                n_samples: int = 50, seed: int = 0, relative: bool = True,
+                skip_changed: bool = False) -> Sensitivity:
+    """Monte-Carlo max- and average-sensitivity of ``explain`` at ``x`` ``[N, C, H, W]``.
+
+    ``classes``: the explained class per image (default: the clean prediction, kept for
+    every noisy copy). ``skip_changed``: a sample whose noisy prediction differs from the
+    clean one counts as NaN (Quantus' ``return_nan_when_prediction_changes``).
+    """
+    if n_samples < 1:
+        raise InputError(f"n_samples must be >= 1, got {n_samples}")
+    x = clf.check_tensor(x)
+    with torch.no_grad():
+        predicted = clf.predict(x).argmax(dim=1)
+    if classes is None:
+        classes = predicted
+    r = default_radius(clf, x) if radius is None else float(radius)
+    if r <= 0:
+        raise InputError(f"radius must be > 0, got {r}")
+    g = torch.Generator().manual_seed(seed)
+    base = explain(clf, x, classes).flatten(1).double()
+    denom = base.norm(dim=1) if relative else torch.ones(len(base), dtype=torch.float64)
+    samples = torch.full((len(x), n_samples), float("nan"), dtype=torch.float64)
+    for s in range(n_samples):
+        noise = uniform_noise(x.shape, r, g, x.dtype).to(x.device)
+        xn = x + noise
+        maps = explain(clf, xn, classes).flatten(1).double()
+        value = (maps - base).norm(dim=1) / denom
+        if skip_changed:
+            with torch.no_grad():
+                changed = clf.predict(xn).argmax(dim=1) != predicted
+            value = value.masked_fill(changed, float("nan"))
+        samples[:, s] = value.cpu()
+    return Sensitivity(samples.nan_to_num(float("-inf")).max(dim=1).values
+                       .masked_fill(samples.isnan().all(dim=1), float("nan")),
+                       samples.nanmean(dim=1), samples, r)
+
+
+def max_sensitivity(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
+                    **kwargs: object) -> torch.Tensor:
+    """Max-sensitivity per image ``[N]``; see :func:`sensitivity`."""
+    return sensitivity(explain, clf, x, **kwargs).max  # type: ignore[arg-type]
+
+
+def avg_sensitivity(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
+                    **kwargs: object) -> torch.Tensor:
+    """Average-sensitivity per image ``[N]``; see :func:`sensitivity`."""
+    return sensitivity(explain, clf, x, **kwargs).avg  # type: ignore[arg-type]
