@@ -1,0 +1,93 @@
+"""Adebayo et al. 2018 on a real asset model (CIFAR-10 ResNet-20, real CIFAR-10 images):
+gradient and Grad-CAM maps decorrelate as layers are randomised from the top, Guided
+Backprop's much less; and class discrimination / sensitivity on the same model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import assert_untouched, asset_images, fingerprint
+from mindlens import metrics
+from mindlens.errors import InputError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many small passes: one intra-op thread avoids oversubscribing the shared cores
+    (with 2 threads under load these tests ran 10-30x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cifar(resnet20):
+    return resnet20.preprocess(asset_images("foolbox/cifar10_0[0-5]*.png"))
+
+
+@pytest.fixture(scope="module")
+def curves(resnet20, cifar):
+    before = fingerprint(resnet20.module)
+    out = {m: metrics.cascading_randomization(metrics.method_explainer(m), resnet20, cifar)
+           for m in ("saliency", "gradcam", "guided_backprop")}
+    assert_untouched(before, resnet20.module)
+    return out
+
+
+def test_randomisation_goes_top_down_and_starts_at_one(curves):
+    r = curves["saliency"]
+    assert r.layers[:3] == ["none", "linear", "layer3.2.conv2"]
+    assert r.layers[-1] == "conv1" and len(r.layers) == 21
+    for m in curves.values():
+        assert torch.allclose(m.spearman_abs[0], torch.ones(6, dtype=torch.float64))
+        assert torch.allclose(m.ssim[0], torch.ones(6, dtype=torch.float64))
+
+
+def test_gradient_and_gradcam_decorrelate_guided_backprop_does_not(curves):
+    # mean Spearman (|map|) after randomising the logit layer and the last block's convs
+    top = {m: c.spearman_abs[1:4].nanmean().item() for m, c in curves.items()}
+    ssim = {m: c.ssim[1:4].nanmean().item() for m, c in curves.items()}
+    assert top["saliency"] < 0.5 and top["gradcam"] < 0.5
+    assert top["guided_backprop"] > 0.8
+    assert ssim["guided_backprop"] > ssim["saliency"] + 0.4
+    assert ssim["guided_backprop"] > ssim["gradcam"] + 0.4
+    # over the whole cascade Guided Backprop stays the most similar on average
+    whole = {m: c.spearman_abs[1:].nanmean().item() for m, c in curves.items()}
+    assert whole["guided_backprop"] > max(whole["saliency"], whole["gradcam"]) + 0.2
+
+
+def test_randomisation_is_seeded(resnet20, cifar):
+    explain = metrics.method_explainer("saliency")
+    layers = ["layer3.2.conv2", "linear"]
+    a = metrics.cascading_randomization(explain, resnet20, cifar[:2], layers=layers, seed=1)
+    b = metrics.cascading_randomization(explain, resnet20, cifar[:2], layers=layers, seed=1)
+    c = metrics.cascading_randomization(explain, resnet20, cifar[:2], layers=layers, seed=2)
+    assert a.layers == ["none", "linear", "layer3.2.conv2"]
+    assert torch.equal(a.maps, b.maps) and not torch.equal(a.maps, c.maps)
+    with pytest.raises(InputError, match="no layer named"):
+        metrics.cascading_randomization(explain, resnet20, cifar[:1], layers=["nope"])
+
+
+def test_guided_backprop_is_class_insensitive_gradcam_is_not(resnet20, cifar):
+    before = fingerprint(resnet20.module)
+    gbp = metrics.class_similarity(metrics.method_explainer("guided_backprop"), resnet20, cifar)
+    cam = metrics.class_similarity(metrics.method_explainer("gradcam"), resnet20, cifar)
+    assert_untouched(before, resnet20.module)
+    assert (gbp.classes[:, 0] != gbp.classes[:, 1]).all()
+    assert gbp.spearman.mean() > 0.8 and cam.spearman.mean() < 0.6
+
+
+def test_sensitivity_is_zero_for_an_input_independent_map_and_grows_with_radius(
+        resnet20, cifar):
+    const = torch.ones(2, 32, 32)
+    flat = metrics.sensitivity(lambda clf, x, c: const[: len(x)], resnet20, cifar[:2],
+                               n_samples=3)
+    assert torch.equal(flat.max, torch.zeros(2, dtype=torch.float64))
+    explain = metrics.method_explainer("saliency")
+    small = metrics.max_sensitivity(explain, resnet20, cifar[:2], radius=0.01, n_samples=3)
+    large = metrics.max_sensitivity(explain, resnet20, cifar[:2], radius=0.5, n_samples=3)
+    assert (large > small).all()
+    avg = metrics.avg_sensitivity(explain, resnet20, cifar[:2], radius=0.5, n_samples=3)
+    assert (avg <= large).all()
