@@ -12,7 +12,7 @@ and high insertion AUC mean the map ranks pixels the way the model uses them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +22,7 @@ from ..errors import InputError
 from ._common import check_maps
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
+Seed = int | Sequence[int]
 
 
 @dataclass
@@ -45,11 +46,21 @@ def gaussian_blur(x: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, size, 1), groups=c)
 
 
-def pixel_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def generators(seed: Seed, n: int) -> list[torch.Generator]:
+    """One generator shared by all ``n`` images (an int seed, drawn in turn) or one per
+    image (a sequence of seeds: results then do not depend on how images are batched)."""
+    if isinstance(seed, int):
+        return [torch.Generator().manual_seed(seed)] * n
+    if len(seed) != n:
+        raise InputError(f"{len(seed)} seeds for {n} images: give one seed or one per image")
+    return [torch.Generator().manual_seed(int(s)) for s in seed]
+
+
+def pixel_order(maps: torch.Tensor, seed: Seed = 0) -> torch.Tensor:
     """Flat pixel indices by decreasing relevance, random tie-breaking with ``seed``."""
-    g = torch.Generator().manual_seed(seed)
     flat = maps.flatten(1).double().cpu()
-    perm = torch.stack([torch.randperm(flat.shape[1], generator=g) for _ in range(len(flat))])
+    perm = torch.stack([torch.randperm(flat.shape[1], generator=g)
+                        for g in generators(seed, len(flat))])
     shuffled = flat.gather(1, perm)
     order = shuffled.argsort(dim=1, descending=True, stable=True)
     return perm.gather(1, order).to(maps.device)
@@ -63,7 +74,7 @@ def auc(curves: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _curves(model: ModelFn, start: torch.Tensor, finish: torch.Tensor, maps: torch.Tensor,
-            steps: int, classes: torch.Tensor, seed: int, chunk: int) -> Curves:
+            steps: int, classes: torch.Tensor, seed: Seed, chunk: int) -> Curves:
     check_maps(maps)
     if start.dim() != 4 or maps.shape != (start.shape[0], *start.shape[2:]):
         raise InputError(
@@ -94,7 +105,7 @@ def _curves(model: ModelFn, start: torch.Tensor, finish: torch.Tensor, maps: tor
 
 
 def deletion(model: ModelFn, images: torch.Tensor, maps: torch.Tensor, steps: int = 100,
-             substrate: float = 0.0, classes: torch.Tensor | None = None, seed: int = 0,
+             substrate: float = 0.0, classes: torch.Tensor | None = None, seed: Seed = 0,
              chunk: int = 64) -> Curves:
     """Deletion curve and AUC per image (lower = better). ``model``: model-space batch ->
     logits; ``images`` ``[N, C, H, W]`` in model space; ``substrate``: the model-space value
@@ -109,7 +120,7 @@ def deletion(model: ModelFn, images: torch.Tensor, maps: torch.Tensor, steps: in
 
 def insertion(model: ModelFn, images: torch.Tensor, maps: torch.Tensor, steps: int = 100,
               blur_size: int = 11, blur_sigma: float = 5.0,
-              classes: torch.Tensor | None = None, seed: int = 0, chunk: int = 64) -> Curves:
+              classes: torch.Tensor | None = None, seed: Seed = 0, chunk: int = 64) -> Curves:
     """Insertion curve and AUC per image (higher = better): from a Gaussian-blurred copy
     (``blur_size`` x ``blur_size``, ``blur_sigma``) the original pixels come back in order."""
     blurred = gaussian_blur(images, blur_size, blur_sigma)

@@ -17,6 +17,7 @@ import torch
 from ..errors import InputError
 from ..model import Classifier
 from .explainers import ExplainFn
+from .faithfulness import Seed, generators
 
 
 @dataclass
@@ -44,13 +45,14 @@ def default_radius(clf: Classifier, x: torch.Tensor) -> float:
 
 def sensitivity(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
                 classes: torch.Tensor | None = None, radius: float | None = None,
-                n_samples: int = 50, seed: int = 0, relative: bool = True,
+                n_samples: int = 50, seed: Seed = 0, relative: bool = True,
                 skip_changed: bool = False) -> Sensitivity:
     """Monte-Carlo max- and average-sensitivity of ``explain`` at ``x`` ``[N, C, H, W]``.
 
     ``classes``: the explained class per image (default: the clean prediction, kept for
     every noisy copy). ``skip_changed``: a sample whose noisy prediction differs from the
-    clean one counts as NaN (Quantus' ``return_nan_when_prediction_changes``).
+    clean one counts as NaN (Quantus' ``return_nan_when_prediction_changes``). ``seed``:
+    one int (one generator for the batch, as Quantus draws) or one seed per image.
     """
     if n_samples < 1:
         raise InputError(f"n_samples must be >= 1, got {n_samples}")
@@ -62,12 +64,16 @@ def sensitivity(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
     r = default_radius(clf, x) if radius is None else float(radius)
     if r <= 0:
         raise InputError(f"radius must be > 0, got {r}")
-    g = torch.Generator().manual_seed(seed)
+    gens = generators(seed, len(x))
     base = explain(clf, x, classes).flatten(1).double()
     denom = base.norm(dim=1) if relative else torch.ones(len(base), dtype=torch.float64)
     samples = torch.full((len(x), n_samples), float("nan"), dtype=torch.float64)
     for s in range(n_samples):
-        noise = uniform_noise(x.shape, r, g, x.dtype).to(x.device)
+        if isinstance(seed, int):
+            noise = uniform_noise(x.shape, r, gens[0], x.dtype)
+        else:
+            noise = torch.stack([uniform_noise(x.shape[1:], r, g, x.dtype) for g in gens])
+        noise = noise.to(x.device)
         xn = x + noise
         maps = explain(clf, xn, classes).flatten(1).double()
         value = (maps - base).norm(dim=1) / denom
