@@ -46,6 +46,28 @@ def image_ids(images: Sequence[ImageLike] | torch.Tensor) -> list[str]:
     return out
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def collect(data_dir: str | Path, masks_dir: str | Path | None = None
+            ) -> tuple[list[Path], list[Path | None]]:
+    """Image files of ``data_dir`` (sorted) and, per image, the mask file in ``masks_dir``
+    with the same stem (any image suffix; ``None`` where there is none), for a CLI."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder of images")
+    images = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    if masks_dir is None:
+        return images, [None] * len(images)
+    mroot = Path(masks_dir)
+    if not mroot.is_dir():
+        raise InputError(f"{mroot} is not a folder of masks")
+    by_stem = {p.stem: p for p in mroot.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    return images, [by_stem.get(p.stem) for p in images]
+
+
 def load_mask(mask: MaskLike, size: tuple[int, int], image_id: str) -> torch.Tensor | None:
     """One mask -> bool ``[H, W]`` at the model's input size (nearest-neighbour resize, as
     the image itself is resized); ``None`` stays ``None`` (no ground truth)."""
@@ -185,6 +207,7 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
     ``progress(method, done, total)`` is called after each batch.
     """
     names = list(registry.names() if methods is None else methods)
+    classes = {name: registry.get(name) for name in names}  # unknown names: InputError
     n = len(images)
     if n == 0:
         raise InputError("no images to evaluate")
@@ -206,7 +229,7 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
     table = CriteriaTable()
     for name in names:
         try:
-            algo = registry.get(name)()
+            algo = classes[name]()
             algo.check(clf)
         except MindlensError as err:
             table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})
@@ -214,6 +237,9 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
         todo = [i for i in range(n) if (name, ids[i]) not in done]
         info: dict[str, Any] | None = None
         try:
+            first = clf.preprocess(images[:1] if isinstance(images, torch.Tensor)
+                                   else [images[0]])
+            algo.explain(clf, first, Targets(None, 1))  # warm-up, so timings are steady
             for start in range(0, len(todo), batch_size):
                 idx = todo[start:start + batch_size]
                 x = clf.preprocess([images[i] for i in idx] if not isinstance(
@@ -227,9 +253,7 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
                 if progress is not None:
                     progress(name, n - len(todo) + start + len(idx), n)
             if info is None:  # everything was done before: constants from one image
-                x = clf.preprocess(images[:1] if isinstance(images, torch.Tensor)
-                                   else [images[0]])
-                info = batch_records(clf, algo, x, [None], ids[:1], {**opts, "steps": 1,
+                info = batch_records(clf, algo, first, [None], ids[:1], {**opts, "steps": 1,
                                      "sensitivity_samples": 0, "sanity_layers": 0})[1]
         except MindlensError as err:
             table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})

@@ -85,8 +85,9 @@ NORMALISED_ENTROPY = Threshold("normalised_entropy", (0.85, 0.9, 0.95), True,
 
 @dataclass
 class CriteriaTable:
-    """One row per method: ``figures`` (measured), ``grades`` (per criterion), or
-    ``status="not applicable"`` with ``reason``."""
+    """One row per method: ``figures`` (all measured means), ``grades`` and ``measured``
+    (the figure each grade is based on) per criterion; or ``status="not applicable"`` with
+    ``reason``."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     thresholds: dict[str, str] = field(
@@ -102,8 +103,8 @@ class CriteriaTable:
             if row["status"] != "ok":
                 lines.append(f"| {row['method']} | not applicable: {row['reason']} |")
                 continue
-            cells = [f"{row['grades'][c]} ({_fmt(row['figures'].get(THRESHOLDS[c].figure))})"
-                     for c in CRITERIA]
+            cells = [f"{row['grades'][c]} ({row['measured'][c]['figure']} = "
+                     f"{_fmt(row['measured'][c]['value'])})" for c in CRITERIA]
             lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -136,14 +137,15 @@ def summarize(method: str, records: Sequence[Mapping[str, Any]],
     figures["images_with_mask"] = sum(
         1 for r in records if r.get("pointing_game") not in (None, "")
         and not math.isnan(float(r["pointing_game"])))
-    grades = {c: THRESHOLDS[c].grade(figures[THRESHOLDS[c].figure]) for c in CRITERIA}
+    basis = {c: THRESHOLDS[c] for c in CRITERIA}
     if figures["images_with_mask"] == 0:
-        grades["intuitive interpretability"] = NORMALISED_ENTROPY.grade(
-            figures["normalised_entropy"])
+        basis["intuitive interpretability"] = NORMALISED_ENTROPY
+    grades = {c: t.grade(figures[t.figure]) for c, t in basis.items()}
+    measured = {c: {"figure": t.figure, "value": figures[t.figure]} for c, t in basis.items()}
     sanity = figures["randomized_spearman"]
     figures["sanity_check"] = ("n/a" if math.isnan(sanity) else
                                "pass" if sanity <= 0.7 else "fail")
     if figures["sanity_check"] == "fail" and grades["robustness"] in ("++", "+"):
         grades["robustness"] = "0"
     return {"method": method, "status": "ok", "reason": "", "figures": figures,
-            "grades": grades}
+            "grades": grades, "measured": measured}
