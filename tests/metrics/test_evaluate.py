@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
-from conftest import assert_untouched, asset_images, fingerprint
 from mindlens.errors import InputError
 from mindlens.evaluate import evaluate, read_records
 from mindlens.metrics.criteria import CRITERIA, THRESHOLDS
+
+from ..conftest import assert_untouched, asset_images, fingerprint
 
 FAST = {"steps": 4, "sensitivity_samples": 2, "sanity_layers": 2, "batch_size": 2}
 TIMING = {"ms_per_image"}

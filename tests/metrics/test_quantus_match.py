@@ -99,7 +99,7 @@ def test_sensitivity_matches_quantus_with_same_noise(quantus, resnet20, kind):
     default Frobenius norms of the difference and of the clean map (relative sensitivity),
     and a ``perturb_func`` that draws the same U[-r, r] noise as ours from a torch
     generator with the same seed, in the same order."""
-    from conftest import asset_images
+    from ..conftest import asset_images
 
     clf = resnet20
     x = clf.preprocess(asset_images("foolbox/cifar10_0[0-1]*.png"))

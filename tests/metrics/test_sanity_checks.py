@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_untouched, asset_images, fingerprint
 from mindlens import metrics
 from mindlens.errors import InputError
+
+from ..conftest import assert_untouched, asset_images, fingerprint
 
 
 @pytest.fixture(autouse=True, scope="module")
