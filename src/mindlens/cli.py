@@ -145,6 +145,43 @@ def explain_cmd(
     out.print(f"wrote {path}", highlight=False)
 
 
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option("--model", help="model card (JSON)")],
+    data: Annotated[Path, typer.Option("--data", help="folder of images")],
+    masks: Annotated[Path | None, typer.Option("--masks", help="folder of expert masks, "
+                                               "same file stems as the images")] = None,
+    method_spec: Annotated[str | None, typer.Option("--methods", help="comma-separated names "
+                                                    "(default: all)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mindlens-eval"),
+    steps: Annotated[int, typer.Option(help="deletion/insertion steps")] = 50,
+) -> None:
+    """Measure every method on your model and data: the criteria table (criteria.html,
+    criteria.json, results.csv). A killed run started again resumes where it stopped."""
+    from .evaluate import collect, evaluate
+    from .evaluation_report import write_html
+    from .model_card import load_model
+
+    clf = load_model(model)
+    images, mask_files = collect(data, masks)
+    names = parse_methods(method_spec) if method_spec else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with Progress(console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(method: str, done: int, total: int) -> None:
+            if method not in tasks:
+                tasks[method] = bar.add_task(method, total=total)
+            bar.update(tasks[method], completed=done)
+
+        table = evaluate(clf, images, mask_files if masks else None, names, out_dir,
+                         steps=steps, progress=progress)
+    path = write_html(table, out_dir / "criteria.html", clf.name, len(images))
+    out.print(table.to_markdown(), highlight=False)
+    out.print(f"wrote {path}", highlight=False)
+
+
 def _mount_subcommands() -> None:
     from .methods.mace.cli import app as mace_app
 

@@ -1,0 +1,79 @@
+"""The criteria table as a self-contained HTML page, with a recommendation in plain words
+for each use case."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from . import methods
+from .metrics.criteria import CRITERIA, CriteriaTable
+
+RANK = {"++": 3, "+": 2, "0": 1, "-": 0}
+
+#: use case -> (criterion deciding it, plain-language framing)
+USE_CASES = {
+    "Fine structures (small lesions, thin lines)": (
+        "degree of detail", "it resolves the finest detail on this model"),
+    "Several objects in one image": (
+        "class discrimination", "its map changes most with the class asked about"),
+    "A non-expert audience": (
+        "intuitive interpretability", "its maps point at what the expert marked (or are the "
+        "most focused, where no marks were given)"),
+    "Real time": ("real-time capability", "it is the fastest on this machine"),
+}
+
+
+def recommendations(table: CriteriaTable) -> list[tuple[str, str]]:
+    """One sentence per use case, from the grades (ties broken by the sanity check and then
+    by robustness)."""
+    rows = [r for r in table.rows if r["status"] == "ok"]
+    out = []
+    for case, (criterion, why) in USE_CASES.items():
+        if not rows:
+            out.append((case, "No method could run on this model."))
+            continue
+
+        def key(r: dict[str, Any], criterion: str = criterion) -> tuple:
+            sane = r["figures"].get("sanity_check") != "fail"
+            return (RANK.get(r["grades"][criterion], 0), sane,
+                    RANK.get(r["grades"]["robustness"], 0))
+
+        best = max(rows, key=key)
+        title = methods.get(best["method"]).title
+        text = f"Use {title}: {why} (grade {best['grades'][criterion]})."
+        if best["figures"].get("sanity_check") == "fail":
+            text += (" Caution: its maps barely change when the model's weights are "
+                     "randomised, so they may show the image more than the model.")
+        out.append((case, text))
+    return out
+
+
+def write_html(table: CriteriaTable, path: str | Path, model_name: str, n_images: int) -> Path:
+    env = Environment(loader=PackageLoader("mindlens", "templates"),
+                      autoescape=select_autoescape(["html"]))
+    rows = []
+    for r in table.rows:
+        title = methods.get(r["method"]).title if r["method"] in methods.names() else r["method"]
+        if r["status"] != "ok":
+            rows.append({"title": title, "ok": False, "reason": r["reason"]})
+            continue
+        cells = [(r["grades"][c], r["measured"][c]["figure"], _fmt(r["measured"][c]["value"]))
+                 for c in CRITERIA]
+        rows.append({"title": title, "ok": True, "cells": cells,
+                     "sanity": r["figures"].get("sanity_check", "")})
+    html = env.get_template("criteria.html").render(
+        model_name=model_name, n_images=n_images, criteria=CRITERIA, rows=rows,
+        thresholds=table.thresholds, recommendations=recommendations(table))
+    path = Path(path)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3g}"
+    return str(v)
