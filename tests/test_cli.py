@@ -83,3 +83,19 @@ def test_layers_marks_auto(setup):
     result = runner.invoke(app, ["layers", "--model", str(card)])
     assert result.exit_code == 0
     assert "conv2   <- auto" in result.output
+
+
+def test_evaluate_writes_criteria_page(setup):
+    card, images, tmp = setup
+    data = tmp / "data"
+    data.mkdir()
+    for p in images:
+        (data / p.name).write_bytes(p.read_bytes())
+    out = tmp / "ev"
+    result = runner.invoke(app, ["evaluate", "--model", str(card), "--data", str(data),
+                                 "--methods", "gradcam,saliency", "--out", str(out),
+                                 "--steps", "4"])
+    assert result.exit_code == 0, result.output
+    html = (out / "criteria.html").read_text()
+    assert "Grad-CAM" in html and "Gradient saliency" in html and "Recommendations" in html
+    assert json.loads((out / "criteria.json").read_text())["rows"]

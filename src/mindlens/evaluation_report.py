@@ -10,7 +10,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import methods
-from .metrics.criteria import CRITERIA, CriteriaTable
+from .metrics.criteria import CRITERIA, THRESHOLDS, CriteriaTable
 
 RANK = {"++": 3, "+": 2, "0": 1, "-": 0}
 
@@ -39,12 +39,20 @@ def recommendations(table: CriteriaTable) -> list[tuple[str, str]]:
 
         def key(r: dict[str, Any], criterion: str = criterion) -> tuple:
             sane = r["figures"].get("sanity_check") != "fail"
-            return (RANK.get(r["grades"][criterion], 0), sane,
-                    RANK.get(r["grades"]["robustness"], 0))
+            value = r["measured"][criterion]["value"]
+            value = float(value) if isinstance(value, (int, float)) else 0.0
+            value = -math.inf if math.isnan(value) else value
+            sign = -1.0 if THRESHOLDS[criterion].lower_is_better else 1.0
+            return (RANK.get(r["grades"][criterion], 0), sane, sign * value)
 
         best = max(rows, key=key)
         title = methods.get(best["method"]).title
-        text = f"Use {title}: {why} (grade {best['grades'][criterion]})."
+        grade = best["grades"][criterion]
+        if RANK.get(grade, 0) <= RANK["0"]:
+            text = (f"No method does well here (best grade {grade}); the least bad is "
+                    f"{title}: {why}.")
+        else:
+            text = f"Use {title}: {why} (grade {grade})."
         if best["figures"].get("sanity_check") == "fail":
             text += (" Caution: its maps barely change when the model's weights are "
                      "randomised, so they may show the image more than the model.")
