@@ -1,0 +1,94 @@
+"""Run the model with LRP rules in place of its gradients.
+
+Inside ``clf.patched()`` each rule-bearing layer's ``forward`` is replaced (an instance
+attribute, removed on exit) by an autograd function whose forward is the layer's affine
+map (BatchNorm merged in) and whose backward is the rule; merged BatchNorms run as the
+identity; :class:`~.functional.LRPMode` handles activations, sums and pooling. The value
+that flows backward *is* the relevance (Zennit's design), so one
+``torch.autograd.grad(logits, x, grad_outputs=R_out)`` gives the input relevance for any
+initial relevance vector ``R_out``, and unhooked routing ops (slicing, cat, max pooling)
+move it by their ordinary gradient. Parameters never require grad during the pass, and
+the model's parameters are never written to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...model import Classifier
+from .canonizers import LayerPlan, Plan, plan
+from .composites import Composite
+from .functional import LRPMode
+from .ops import AffineOp
+from .rules import Rule
+
+Tensor = torch.Tensor
+
+
+class _RuleFn(torch.autograd.Function):
+    """Forward: the layer's affine map; backward: its LRP rule."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, op: AffineOp, rule: Rule) -> Tensor:
+        out = op.forward(x, op.weight, op.bias)
+        ctx.save_for_backward(x)
+        ctx.op, ctx.rule, ctx.prepared = op, rule, rule.prepare(op, x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        return ctx.rule.relevance(ctx.op, x, r, ctx.prepared), None, None
+
+
+def _rule_forward(layer: LayerPlan, mode: LRPMode):
+    def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        mode.paused += 1
+        try:
+            return _RuleFn.apply(x, layer.op, layer.rule)
+        finally:
+            mode.paused -= 1
+
+    return forward
+
+
+def _identity(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    return x
+
+
+@dataclass
+class Graph:
+    """The forward pass of one LRP run: input, logits, plan, functional-op counts."""
+
+    x: Tensor
+    logits: Tensor
+    plan: Plan
+    mode: LRPMode
+
+    def relevance(self, r_out: Tensor, retain: bool = True) -> Tensor:
+        """Input relevance ``[B, C, H, W]`` for output relevance ``r_out [B, classes]``."""
+        (rel,) = torch.autograd.grad(self.logits, self.x, r_out.to(self.logits.dtype),
+                                     retain_graph=retain)
+        return rel
+
+
+@contextmanager
+def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Graph]:
+    """Trace, canonize, run the forward pass with rules; restore the model on exit."""
+    the_plan = plan(clf, x, composite)
+    mode = LRPMode(composite.activations, composite.sum_epsilon)
+    xg = x.detach().requires_grad_(True)
+    with clf.patched() as patch, torch.enable_grad():
+        patch.set_requires_grad(False)
+        for layer in the_plan.layers:
+            patch.set_attribute(layer.module, "forward", _rule_forward(layer, mode))
+        for _, bn in the_plan.identities:
+            patch.set_attribute(bn, "forward", _identity)
+        with mode:
+            logits = clf(xg)
+        yield Graph(xg, logits, the_plan, mode)
