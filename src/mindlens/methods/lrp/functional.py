@@ -115,24 +115,25 @@ class _Sum(torch.autograd.Function):
     carries relevance gets ``R * (its term) / stab(y)``."""
 
     @staticmethod
-    def forward(ctx: Any, eps: float, ca: float, cb: float, a: Any, b: Any) -> Tensor:
-        ta = a * ca if ca != 1 else a
-        tb = b * cb if cb != 1 else b
-        out = ta + tb
+    def forward(ctx: Any, eps: float, ca: float, cb: float, inplace: bool, a: Any, b: Any
+                ) -> Tensor:
+        out = (a * ca if ca != 1 else a) + (b * cb if cb != 1 else b)
         if not isinstance(out, Tensor):
             out = torch.as_tensor(out)
-        den = stabilize(out, eps)
-        ctx.fractions = [t / den if need else None
-                         for t, need in ((ta, ctx.needs_input_grad[3]),
-                                         (tb, ctx.needs_input_grad[4]))]
-        ctx.shapes = [getattr(a, "shape", None), getattr(b, "shape", None)]
+        ctx.den, ctx.coef = stabilize(out, eps), (ca, cb)
+        keep = [t if need else None
+                for t, need in ((a, ctx.needs_input_grad[4]), (b, ctx.needs_input_grad[5]))]
+        if inplace and keep[0] is not None:  # ``a`` is overwritten with the result
+            keep[0] = keep[0].clone()
+        ctx.keep = keep
         return out
 
     @staticmethod
     def backward(ctx: Any, r: Tensor) -> tuple[Tensor | None, ...]:
-        grads = [None if f is None else (f * r).sum_to_size(shape)
-                 for f, shape in zip(ctx.fractions, ctx.shapes)]
-        return None, None, None, grads[0], grads[1]
+        s = r / ctx.den
+        grads = [None if t is None else (s * t * c if c != 1 else s * t).sum_to_size(t.shape)
+                 for t, c in zip(ctx.keep, ctx.coef)]
+        return None, None, None, None, grads[0], grads[1]
 
 
 class LRPMode(TorchFunctionMode):
@@ -205,13 +206,12 @@ class LRPMode(TorchFunctionMode):
         self.counts["sum"] += 1
         a, b = args[0], args[1]
         alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
+        inplace = name in _INPLACE
         if name == "__rsub__":  # b - alpha * a
-            out = _Sum.apply(self.epsilon, -alpha, 1, a, b)
+            out = _Sum.apply(self.epsilon, -alpha, 1, inplace, a, b)
         else:
-            out = _Sum.apply(self.epsilon, 1, -alpha if "sub" in name else alpha, a, b)
-        if name in _INPLACE:
-            return a.copy_(out)
-        return out
+            out = _Sum.apply(self.epsilon, 1, -alpha if "sub" in name else alpha, inplace, a, b)
+        return a.copy_(out) if inplace else out
 
     def _error(self, name: str, why: str) -> NotApplicableError:
         where = self.where() if self.where is not None else "the model"

@@ -32,7 +32,7 @@ def stabilize(z: Tensor, eps: float) -> Tensor:
 
 def _split(x: Tensor) -> tuple[Tensor, Tensor | None]:
     """``(x+, x-)``; ``x-`` is ``None`` when ``x >= 0`` everywhere."""
-    if bool((x < 0).any()):
+    if bool(x.min() < 0):
         return x.clamp(min=0), x.clamp(max=0)
     return x, None
 
@@ -72,7 +72,7 @@ class Epsilon(Rule):
         return (stabilize(out, self.epsilon),)
 
     def relevance(self, op, x, r, saved):
-        return x * op.vjp(x, op.weight, r / saved[0])
+        return op.vjp(x, op.weight, r / saved[0]).mul_(x)
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,14 @@ class AlphaBeta(Rule):
         xp, xn = _split(x)
         z = op.forward(xp, wa, _pos(b) if positive else _neg(b))
         if xn is not None:
-            z = z + op.forward(xn, wb, None)
-        s = r / stabilize(z, self.stabilizer)
-        rel = xp * op.vjp(x, wa, s)
+            z.add_(op.forward(xn, wb, None))
+        # every term of z has the part's sign, so stab(z) is a shift (in place; where z = 0
+        # all contributions are 0 and the sign of the shift does not matter)
+        z = z.add_(self.stabilizer) if positive else z.sub_(self.stabilizer)
+        s = torch.div(r, z, out=z)
+        rel = op.vjp(x, wa, s).mul_(xp)
         if xn is not None:
-            rel = rel + xn * op.vjp(x, wb, s)
+            rel.addcmul_(op.vjp(x, wb, s), xn)
         return rel
 
     def relevance(self, op, x, r, saved):
@@ -171,7 +174,7 @@ class Flat(Rule):
 
     def relevance(self, op, x, r, saved):
         ones = torch.ones_like(op.weight)
-        den = op.forward(torch.ones_like(x), ones, None)
+        den = op.forward(torch.ones_like(x[:1]), ones, None)  # the same for every sample
         return op.vjp(x, ones, r / stabilize(den, self.stabilizer))
 
 
@@ -185,7 +188,7 @@ class WSquare(Rule):
 
     def relevance(self, op, x, r, saved):
         w2 = op.weight**2
-        den = op.forward(torch.ones_like(x), w2, None if op.bias is None else op.bias**2)
+        den = op.forward(torch.ones_like(x[:1]), w2, None if op.bias is None else op.bias**2)
         return op.vjp(x, w2, r / stabilize(den, self.stabilizer))
 
 
