@@ -132,7 +132,7 @@ class _Sum(torch.autograd.Function):
     def backward(ctx: Any, r: Tensor) -> tuple[Tensor | None, ...]:
         s = r / ctx.den
         grads = [None if t is None else (s * t * c if c != 1 else s * t).sum_to_size(t.shape)
-                 for t, c in zip(ctx.keep, ctx.coef)]
+                 for t, c in zip(ctx.keep, ctx.coef, strict=True)]
         return None, None, None, None, grads[0], grads[1]
 
 
@@ -182,7 +182,7 @@ class LRPMode(TorchFunctionMode):
             rest = args[1:]
             return _Norm.apply(args[0], lambda t: func(t, *rest, **kwargs), self.epsilon)
         result = func(*args, **kwargs)
-        if name in ROUTES or name == "interpolate" and kwargs.get("mode", "nearest") == "nearest":
+        if name in ROUTES or (name == "interpolate" and kwargs.get("mode", "nearest") == "nearest"):
             return result
         outs = result if isinstance(result, (tuple, list)) else (result,)
         if any(_is_data(t) for t in outs):
