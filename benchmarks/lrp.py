@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "tests" / "methods")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
@@ -33,14 +33,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import tempfile
 
-    from conftest import TORCHVISION_STUB, load_asset
+    from tests.conftest import TORCHVISION_STUB, load_asset
     stub = Path(tempfile.mkdtemp())
     for rel, text in TORCHVISION_STUB.items():
         (stub / "torchvision" / rel).parent.mkdir(parents=True, exist_ok=True)
         (stub / "torchvision" / rel).write_text(text)
     sys.path.insert(0, str(stub))
     from captum.attr import LRP as CaptumLRP
-    from test_lrp_peers import zennit_setup
+    from tests.methods.test_lrp_peers import zennit_setup
     from zennit.attribution import Gradient
 
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.reps}")

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import mindlens
-from conftest import assert_untouched, asset_images, fingerprint
 from mindlens.errors import InputError, NotApplicableError
 from mindlens.methods.lrp import composites, rules, sglrp_init
+
+from ..conftest import assert_untouched, asset_images, fingerprint
 
 
 @pytest.fixture(autouse=True, scope="module")

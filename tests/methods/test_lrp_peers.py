@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import mindlens
-from conftest import ASSETS, assert_untouched, asset_images, fingerprint
+
+from ..conftest import ASSETS, assert_untouched, asset_images, fingerprint
 
 pytestmark = pytest.mark.peers
 
