@@ -29,7 +29,6 @@ from .render.overlay import mask_outline, overlay, png_data_uri
 class Panel:
     method: str
     title: str
-    target: str
     image: str
     degenerate: bool
     cost: str
@@ -79,10 +78,15 @@ class Report:
     def add(self, x: torch.Tensor, explanations: dict[str, Explanation],
             titles: Sequence[str] | None = None, masks: np.ndarray | None = None,
             top_k: int = 3, pixels: np.ndarray | None = None,
-            notes: Sequence[Sequence[str]] | None = None) -> None:
-        """Add a batch: ``x`` in model space, one :class:`Explanation` per method."""
-        pixels = self.classifier.display_pixels(x) if pixels is None else pixels
-        probs = self.classifier.predict(x)
+            notes: Sequence[Sequence[str]] | None = None,
+            classifier: Classifier | None = None) -> None:
+        """Add a batch: ``x`` in model space, one :class:`Explanation` per method.
+
+        ``classifier`` overrides the report's model for this batch (a demo with two models).
+        """
+        clf = classifier or self.classifier
+        pixels = clf.display_pixels(x) if pixels is None else pixels
+        probs = clf.predict(x)
         k = min(top_k, probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)
         for b in range(x.shape[0]):
@@ -93,7 +97,7 @@ class Report:
             item = Item(
                 title=titles[b] if titles else f"image {len(self.items) + 1}",
                 image=png_data_uri(image), mask_image=mask_image,
-                top=[(self.classifier.label(int(i)), float(p)) for p, i in
+                top=[(clf.label(int(i)), float(p)) for p, i in
                      zip(top_p[b], top_i[b], strict=True)],
                 rows=[], notes=list(notes[b]) if notes else [],
             )
@@ -101,7 +105,7 @@ class Report:
             for name, expl in explanations.items():
                 self._describe(name, expl)
                 for t in range(expl.targets.shape[1]):
-                    label = self._target_label(expl, b, t)
+                    label = self._target_label(expl, b, t, clf)
                     by_target.setdefault(label, []).append(self._panel(name, expl, b, t, image))
                 item.tables.extend(_tables(name, expl, b))
             item.rows = list(by_target.items())
@@ -111,12 +115,13 @@ class Report:
         """An extra figure (e.g. baseline sensitivity) shown after the images."""
         self.figures.append((title, png_data_uri(pixels, None), caption))
 
-    def _target_label(self, expl: Explanation, b: int, t: int) -> str:
+    def _target_label(self, expl: Explanation, b: int, t: int,
+                      clf: Classifier | None = None) -> str:
         c = int(expl.targets[b, t])
         if c < 0:
             return "custom score"
         p = float(expl.probs[b, t])
-        return f"{self.classifier.label(c)} ({p:.0%})"
+        return f"{(clf or self.classifier).label(c)} ({p:.0%})"
 
     def _panel(self, name: str, expl: Explanation, b: int, t: int, image: np.ndarray) -> Panel:
         m = expl.maps[b, t]
@@ -129,7 +134,7 @@ class Report:
         cost = f"{expl.cost.forward} forward, {expl.cost.backward} backward, " \
                f"{expl.cost.seconds * 1000 / max(1, expl.batch_size):.0f} ms per image"
         cls = methods.get(name)
-        return Panel(name, cls.title, self._target_label(expl, b, t), png_data_uri(pic),
+        return Panel(name, cls.title, png_data_uri(pic),
                      disp.degenerate, cost, _notes(name, expl, b, t))
 
     def _describe(self, name: str, expl: Explanation) -> None:
