@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_untouched, fingerprint
 from mindlens.patching import ModelPatch, has_hooks
+
+from .conftest import assert_untouched, fingerprint
 
 
 def test_parameters_and_buffers_are_restored_not_deleted() -> None:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import mindlens
-from conftest import load_asset
+
+from ..conftest import load_asset
 
 
 def explain_raw(module: nn.Module, x: torch.Tensor, method: str, target, size: int,
