@@ -145,9 +145,15 @@ def _gradcam_peer(ctx):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     model, x = ctx["model"], ctx["x"]
-    cam = GradCAM(model=model, target_layers=[model.get_submodule(ctx["layer"])])
+    layer = model.get_submodule(ctx["layer"])
     targets = [ClassifierOutputTarget(int(c)) for c in ctx["peer_targets"]]
-    return lambda: cam(input_tensor=x, targets=targets)
+
+    def run():  # its hooks stay on the model while the object lives: one object per call
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            out = cam(input_tensor=x, targets=targets)
+        model.zero_grad(set_to_none=True)  # it leaves .grad on every parameter
+        return out
+    return run
 
 
 # -- models -------------------------------------------------------------------------------
@@ -258,46 +264,71 @@ def probe_ms() -> float:
     return 1000 * statistics.median(ts)
 
 
+def _context(clf, model_name: str, batch: int) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+    gen = torch.Generator().manual_seed(0)
+    px = F.interpolate(torch.rand(batch, clf.channels, 8, 8, generator=gen),
+                       size=clf.input_size, mode="bilinear", align_corners=False)
+    n_cls = len(clf.labels) if clf.labels is not None else 1000
+    targets = torch.tensor([(17 + 101 * i) % n_cls for i in range(batch)])
+    return {"clf": clf, "model": clf.module, "x": clf.spec.normalize(px),
+            "targets": targets.tolist(), "peer_targets": targets + clf.logit_offset,
+            "layer": LAYERS[model_name]}
+
+
+def _timed(run: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def _row(model: str, key: str, batch: int, times: list[float]) -> dict[str, Any]:
+    return {"model": model, "case": key, "batch": batch,
+            "ms": 1000 * statistics.median(times) / batch,
+            "min_ms": 1000 * min(times) / batch, "reps": len(times)}
+
+
 def child(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Time ``spec["cases"]`` on one model. One case: warm-up, then repetitions until
+    ``min_reps``/``budget_s``/``max_reps``. Several cases (``--interleave``): warm-up each,
+    then rounds that run every case once, so slow phases of the host hit all alike."""
     import warnings
 
     import torch
-    import torch.nn.functional as F
     torch.set_num_threads(spec["threads"])
     warnings.simplefilter("ignore")
     os.environ.setdefault("TQDM_DISABLE", "1")
     clf = load(spec["model"])
-    c = CASES[spec["case"]]
     out = []
     for batch in spec["batches"]:
-        gen = torch.Generator().manual_seed(0)
-        px = F.interpolate(torch.rand(batch, clf.channels, 8, 8, generator=gen),
-                           size=clf.input_size, mode="bilinear", align_corners=False)
-        x = clf.spec.normalize(px)
-        n_cls = len(clf.labels) if clf.labels is not None else 1000
-        targets = torch.tensor([(17 + 101 * i) % n_cls for i in range(batch)])
-        ctx = {"clf": clf, "model": clf.module, "x": x, "targets": targets.tolist(),
-               "peer_targets": targets + clf.logit_offset, "layer": LAYERS[spec["model"]]}
-        row = {"model": spec["model"], "case": c.key, "batch": batch}
-        try:
-            run = c.build(ctx)
-            before = probe_ms()
-            t0 = time.perf_counter()
-            run()  # warm-up
-            warm = time.perf_counter() - t0
-            times: list[float] = []
-            end = time.perf_counter() + spec["budget_s"]
-            while len(times) < spec["max_reps"] and (
-                    len(times) < spec["min_reps"] or time.perf_counter() + warm < end):
-                t0 = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - t0)
-            row.update(ms=1000 * statistics.median(times) / batch,
-                       min_ms=1000 * min(times) / batch, reps=len(times),
-                       probe_ms=[round(before, 2), round(probe_ms(), 2)])
-        except Exception as err:  # record, keep going
-            row["error"] = f"{type(err).__name__}: {err}"[:300]
-        out.append(row)
+        ctx = _context(clf, spec["model"], batch)
+        runs: dict[str, Callable[[], Any]] = {}
+        errors: dict[str, str] = {}
+        for key in spec["cases"]:
+            try:
+                runs[key] = CASES[key].build(ctx)
+                _timed(runs[key])  # warm-up
+            except Exception as err:  # record, keep going
+                runs.pop(key, None)
+                errors[key] = f"{type(err).__name__}: {err}"[:300]
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        before = probe_ms()
+        end = time.perf_counter() + spec["budget_s"] * max(1, len(runs))
+        for rnd in range(spec["max_reps"]):
+            if rnd >= spec["min_reps"] and time.perf_counter() > end:
+                break
+            for key, run in runs.items():
+                times[key].append(_timed(run))
+        after = probe_ms()
+        for key in spec["cases"]:
+            if key in errors:
+                out.append({"model": spec["model"], "case": key, "batch": batch,
+                            "error": errors[key]})
+            else:
+                row = _row(spec["model"], key, batch, times[key])
+                row["probe_ms"] = [round(before, 2), round(after, 2)]
+                out.append(row)
     return out
 
 
@@ -308,13 +339,15 @@ def spawn(spec: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return [{"model": spec["model"], "case": spec["case"], "batch": b,
-                 "error": f"timed out after {timeout:.0f} s"} for b in spec["batches"]]
+        return [{"model": spec["model"], "case": c, "batch": b,
+                 "error": f"timed out after {timeout:.0f} s"}
+                for b in spec["batches"] for c in spec["cases"]]
     for line in proc.stdout.splitlines():
         if line.startswith(TAG):
             return json.loads(line[len(TAG):])
-    return [{"model": spec["model"], "case": spec["case"], "batch": b,
-             "error": f"exit {proc.returncode}: {proc.stderr[-300:]}"} for b in spec["batches"]]
+    return [{"model": spec["model"], "case": c, "batch": b,
+             "error": f"exit {proc.returncode}: {proc.stderr[-300:]}"}
+            for b in spec["batches"] for c in spec["cases"]]
 
 
 # -- report --------------------------------------------------------------------------------
@@ -381,6 +414,9 @@ def main() -> None:
     ap.add_argument("--cases", default="", help="regex on case keys (e.g. 'gradcam|reference')")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--interleave", action="store_true",
+                    help="one process per model, cases timed round-robin (fairer ratios on "
+                         "a busy host; no per-case memory isolation)")
     ap.add_argument("--ratio-stat", choices=("min_ms", "ms"), default="min_ms",
                     help="ratios from the fastest call (default) or the median")
     ap.add_argument("--json", help="also write all rows to this JSON file")
@@ -394,18 +430,21 @@ def main() -> None:
     reps = (1, 2, 3.0) if args.quick else (3, 7, 15.0)
     rows: list[dict[str, Any]] = []
     for model in models:
-        for c in CASES.values():
-            if not c.applies(model) or (args.cases and not re.search(args.cases, c.key)):
-                continue
-            spec = {"model": model, "case": c.key, "batches": batches, "threads": args.threads,
-                    "min_reps": reps[0], "max_reps": reps[1], "budget_s": reps[2]}
+        keys = [c.key for c in CASES.values()
+                if c.applies(model) and not (args.cases and not re.search(args.cases, c.key))]
+        groups = [keys] if args.interleave else [[k] for k in keys]
+        for group in groups:
+            spec = {"model": model, "cases": group, "batches": batches,
+                    "threads": args.threads, "min_reps": reps[0], "max_reps": reps[1],
+                    "budget_s": reps[2]}
             t0 = time.perf_counter()
-            got = spawn(spec, timeout=600)
+            got = spawn(spec, timeout=600 * len(group))
             rows.extend(got)
-            done = ", ".join(f"b{r['batch']} {r['ms']:.1f}" if "ms" in r else
-                             f"b{r['batch']} failed" for r in got)
-            print(f"{model:17s} {c.key:28s} {done} ms/img ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
+            for r in got:
+                done = f"{r['ms']:.1f} ms/img" if "ms" in r else r["error"][:60]
+                print(f"{model:17s} b{r['batch']:<3d} {r['case']:28s} {done}",
+                      file=sys.stderr, flush=True)
+            print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     add_ratios(rows, args.ratio_stat)
     print(f"ratios from {'the fastest call' if args.ratio_stat == 'min_ms' else 'medians'}; "
           f"host load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")

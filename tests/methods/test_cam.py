@@ -235,3 +235,22 @@ def test_reused_layer_is_refused() -> None:
     clf = mindlens.Classifier(Twice(), (6, 6))
     with pytest.raises(mindlens.ModelError, match="more than once"):
         mindlens.explain(clf, torch.randn(1, 3, 6, 6), "gradcam", layer="conv")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "guided_gradcam", "cam"])
+def test_layer_followed_by_inplace_relu(method: str) -> None:
+    """The captured feature map must not be rectified by an in-place ReLU that follows the
+    layer (pytorch-grad-cam gets this wrong, see bench/peers-baseline.md)."""
+    maps = []
+    for inplace in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3),
+                            nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(6, 5)).double()
+        clf = mindlens.Classifier(net, (9, 9))
+        x = torch.randn(2, 3, 9, 9, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1))
+        e = mindlens.explain(clf, x, method, layer="2", target=[0, 3], relu=False)
+        maps.append(e.raw if e.raw is not None else e.maps)
+    assert (maps[0] < 0).any()  # the conv output has negative parts to lose
+    assert torch.equal(maps[0], maps[1])
