@@ -64,14 +64,14 @@ class _Gate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        positive = grad.clamp_min(0)
-        if ctx.rule == "guided":
-            (a,) = ctx.saved_tensors
-            if ctx.hi is None:  # zero where a <= lo
-                positive = torch.ops.aten.threshold_backward(positive, a, ctx.lo)
-            else:  # zero where a <= lo or a >= hi
-                positive = torch.ops.aten.hardtanh_backward(positive, a, ctx.lo, ctx.hi)
-        return positive, None, None, None, None, None
+        if ctx.rule != "guided":
+            return grad.clamp_min(0), None, None, None, None, None
+        (a,) = ctx.saved_tensors
+        if ctx.hi is None:  # zero where a <= lo: the ordinary ReLU backward
+            gated = torch.ops.aten.threshold_backward(grad, a, ctx.lo)
+        else:  # zero where a <= lo or a >= hi: the ordinary ReLU6/hardtanh backward
+            gated = torch.ops.aten.hardtanh_backward(grad, a, ctx.lo, ctx.hi)
+        return gated.clamp_min_(0), None, None, None, None, None  # our own tensor: in place
 
 
 def _arg(args: tuple, kwargs: dict, pos: int, name: str, default: Any) -> Any:
