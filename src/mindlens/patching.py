@@ -63,8 +63,10 @@ class ModelPatch:
     def set_attribute(self, obj: Any, name: str, value: Any) -> None:
         """Set ``obj.name = value`` until the patch ends (also for new attributes)."""
         old = obj.__dict__.get(name, _MISSING) if hasattr(obj, "__dict__") else _MISSING
-        if isinstance(obj, nn.Module) and name in obj._modules:
-            old = obj._modules[name]
+        if isinstance(obj, nn.Module):  # submodules, parameters, buffers live in dicts
+            for registry in (obj._modules, obj._parameters, obj._buffers):
+                if name in registry:
+                    old = registry[name]
         setattr(obj, name, value)
 
         def undo() -> None:

@@ -44,24 +44,34 @@ _OTHER = {F.leaky_relu, F.leaky_relu_, F.elu, F.elu_, F.selu, F.celu, F.gelu, F.
 
 
 class _Gate(torch.autograd.Function):
-    """Forward: ``fn(x)`` as given; backward: the chosen rule at a gate ``lo < a < hi``."""
+    """Forward: ``fn(x)`` as given; backward: the chosen rule at a gate ``lo < a < hi``.
+
+    The gate is read from one saved tensor with PyTorch's fused backward kernels
+    (``threshold_backward``/``hardtanh_backward``), as the native activations do: no boolean
+    mask is built in the forward pass. ``a`` is the output ``out`` (``use_out=True``: ReLU,
+    which PyTorch also saves by its result, and in-place calls, whose input is overwritten)
+    or the input ``x``; ``out`` lies strictly inside the gate exactly when ``x`` does,
+    because ``out = clamp(x, lo, hi)``.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, out: torch.Tensor, lo: float, hi: float | None,
-                rule: str) -> torch.Tensor:
+                rule: str, use_out: bool) -> torch.Tensor:
         if rule == "guided":
-            mask = x > lo if hi is None else (x > lo) & (x < hi)
-            ctx.save_for_backward(mask)
-        ctx.rule = rule
+            ctx.save_for_backward(out if use_out else x)
+        ctx.rule, ctx.lo, ctx.hi = rule, lo, hi
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        positive = grad.clamp_min(0)
-        if ctx.rule == "guided":
-            (mask,) = ctx.saved_tensors
-            positive = positive * mask
-        return positive, None, None, None, None
+        if ctx.rule != "guided":
+            return grad.clamp_min(0), None, None, None, None, None
+        (a,) = ctx.saved_tensors
+        if ctx.hi is None:  # zero where a <= lo: the ordinary ReLU backward
+            gated = torch.ops.aten.threshold_backward(grad, a, ctx.lo)
+        else:  # zero where a <= lo or a >= hi: the ordinary ReLU6/hardtanh backward
+            gated = torch.ops.aten.hardtanh_backward(grad, a, ctx.lo, ctx.hi)
+        return gated.clamp_min_(0), None, None, None, None, None  # our own tensor: in place
 
 
 def _arg(args: tuple, kwargs: dict, pos: int, name: str, default: Any) -> Any:
@@ -101,7 +111,7 @@ class ModifiedActivations(TorchFunctionMode):
             with torch.no_grad():
                 out = x.clamp(lo, hi)
             self.counts[getattr(func, "__name__", str(func))] += 1
-            result = _Gate.apply(x, out, lo, hi, self.rule)
+            result = _Gate.apply(x, out, lo, hi, self.rule, inplace or func in _RELU)
             if inplace:
                 return x.copy_(result)
             return result
@@ -118,7 +128,7 @@ class ModifiedActivations(TorchFunctionMode):
                 x = args[0]
                 with torch.no_grad():
                     out = func(*args, **kwargs)
-                return _Gate.apply(x, out, 0.0, None, self.rule)
+                return _Gate.apply(x, out, 0.0, None, self.rule, False)
         return func(*args, **kwargs)
 
     @staticmethod
