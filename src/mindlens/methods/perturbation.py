@@ -135,24 +135,28 @@ class Drops:
 
 
 def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
-                n_items: int, fill: Fill, batch_size: int) -> Drops:
-    """Run ``n_items`` perturbed copies of every image through the model, ``batch_size``
-    copies per forward pass, under ``torch.inference_mode`` in eval mode.
+                n_items: int | Sequence[int], fill: Fill, batch_size: int) -> Drops:
+    """Run ``n_items`` perturbed copies of every image (one count for all, or one per
+    image) through the model, ``batch_size`` copies per forward pass, under
+    ``torch.inference_mode`` in eval mode.
 
     Each copy starts as the clean image; ``fill`` writes the baseline into it. All targets
     of an image come from the same passes. The result does not depend on the chunking.
+    With counts per image, ``drops`` is NaN past each image's own count.
     """
+    counts = [n_items] * x.shape[0] if isinstance(n_items, int) else list(n_items)
     b = x.shape[0]
     with clf.patched(), torch.inference_mode():
         logits = clf(x)
         classes = targets.resolve(logits)
         clean = class_scores(logits, classes, kind, targets)
         n_t = classes.shape[1]
-        drops = torch.empty(b, n_t, n_items, dtype=clean.dtype, device=clean.device)
+        drops = torch.full((b, n_t, max(counts, default=0)), math.nan, dtype=clean.dtype,
+                           device=clean.device)
         calls = 1
-        for i in range(b):
-            for start in range(0, n_items, batch_size):
-                items = range(start, min(start + batch_size, n_items))
+        for i, count in enumerate(counts):
+            for start in range(0, count, batch_size):
+                items = range(start, min(start + batch_size, count))
                 batch = x[i : i + 1].expand(len(items), *x.shape[1:]).clone()
                 fill(batch, i, items)
                 out = clf(batch)
@@ -161,5 +165,5 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
                 drops[i, :, start : start + len(items)] = (
                     clean[i : i + 1] - class_scores(out, cls, kind, targets)).T
     # leave inference mode: callers may use the results with autograd later
-    return Drops(drops.clone(), logits.clone(), classes.clone(), clean.clone(), n_items + 1,
-                 calls)
+    return Drops(drops.clone(), logits.clone(), classes.clone(), clean.clone(),
+                 max(counts, default=0) + 1, calls)
