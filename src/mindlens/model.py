@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .blackbox import BlackBox
 from .errors import InputError, ModelError
 from .io import as_image_array, match_channels, pil_to_array, read_image
 from .patching import ModelPatch, is_scripted
@@ -71,7 +72,8 @@ class Classifier:
     """A trained image classifier and everything mindlens needs to know about its input.
 
     ``logit_offset`` drops leading extra logits (ImageNet MobileNets from TensorFlow have a
-    'background' logit at index 0); ``labels`` names the remaining classes.
+    'background' logit at index 0); ``labels`` names the remaining classes. A model given as
+    a :class:`~mindlens.blackbox.BlackBox` (any callable, or an ONNX file) is a black box.
     """
 
     module: nn.Module
@@ -82,6 +84,8 @@ class Classifier:
     labels: Sequence[str] | None = None
     logit_offset: int = 0
     name: str = "model"
+    #: only outputs can be read (a callable or an ONNX file): no gradients, layers or hooks
+    black_box: bool = False
     spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +100,7 @@ class Classifier:
         )
         if self.labels is not None:
             self.labels = [str(label) for label in self.labels]
+        self.black_box = bool(self.black_box) or isinstance(self.module, BlackBox)
         self._checked = False
         self._auto_layers: dict[tuple[int, ...], tuple[str, nn.Module]] = {}
 
