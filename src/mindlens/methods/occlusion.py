@@ -24,6 +24,7 @@ from ..explanation import Cost, Explanation
 from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Method, Needs, register
+from .incremental import Engine, PatchTensor, occluded_batch
 from .perturbation import (
     check_baseline,
     check_batch_size,
@@ -34,7 +35,7 @@ from .perturbation import (
 
 BORDERS = ("cover", "truncate")
 AGGREGATIONS = ("mean", "sum", "max")
-MODES = ("exact",)
+MODES = ("exact", "incremental", "approximate")
 
 
 def _per_axis(value: Any, name: str) -> tuple[int, ...] | None:
@@ -121,7 +122,11 @@ class Occlusion(Method):
     ``border`` (``"cover"`` adds a last window flush with the border; ``"truncate"`` cuts
     the last window as Captum does), ``positive_only`` (clip negative drops, as Rieke et
     al. 2018), ``batch_size`` (perturbed copies per forward pass: bounds memory),
-    ``blur_sigma`` (pixels, for ``baseline="blur"``; default half the window).
+    ``blur_sigma`` (pixels, for ``baseline="blur"``; default half the window), ``mode``:
+    ``"exact"`` (every occluded copy through the whole model), ``"incremental"`` (the same
+    map, recomputing each layer only where the window can change it, Krypton-style: see
+    :mod:`mindlens.methods.incremental`), ``"approximate"`` (incremental with Krypton's
+    projective-field cap ``tau``: faster, not exact).
 
     Cost: ``N + 1`` model evaluations per image, ``N`` = number of window positions.
     """
@@ -134,7 +139,7 @@ class Occlusion(Method):
     reference = "Zeiler & Fergus 2014, ECCV, arXiv:1311.2901"
     defaults = {"window": None, "stride": None, "baseline": "zero", "score": "prob",
                 "aggregation": "mean", "border": "cover", "positive_only": False,
-                "batch_size": 64, "blur_sigma": None, "mode": "exact"}
+                "batch_size": 64, "blur_sigma": None, "mode": "exact", "tau": 0.5}
 
     @property
     def signed(self) -> bool:
@@ -199,7 +204,21 @@ class Occlusion(Method):
                 sl = (slice(None), *slices[item])
                 batch[row][sl] = base[image][sl]
 
-        d = score_drops(clf, x, targets, p["score"], len(positions), fill, p["batch_size"])
+        build, engine = None, None
+        if p["mode"] != "exact":
+            engine = Engine(p["tau"] if p["mode"] == "approximate" else None)
+            current = [-1]
+
+            def build(image: int, items: Sequence[int]) -> PatchTensor:
+                if image != current[0]:
+                    engine.reset()
+                    current[0] = image
+                engine.pos = 0
+                return occluded_batch(engine, x[image : image + 1], base[image : image + 1],
+                                      [positions[i] for i in items], window)
+
+        d = score_drops(clf, x, targets, p["score"], len(positions), fill, p["batch_size"],
+                        build)
         grid = d.drops.reshape(*d.drops.shape[:2], *(len(s) for s in starts))
         if p["positive_only"]:
             grid = grid.clamp_min(0)
@@ -215,8 +234,9 @@ class Occlusion(Method):
             probs=probabilities(d.logits, d.classes), signed=not p["positive_only"],
             params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma)),
             native_shape=tuple(grid.shape[2:]),
-            cost=Cost(forward=d.forwards), extras={"grid": grid, "starts": starts,
-                                                    "forward_calls": d.calls},
+            cost=Cost(forward=d.forwards),
+            extras={"grid": grid, "starts": starts, "forward_calls": d.calls,
+                    "full_recompute_ops": dict(engine.fallbacks) if engine else {}},
         )
 
 

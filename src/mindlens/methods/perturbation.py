@@ -25,6 +25,8 @@ BASELINE_NAMES = ("zero", "mean", "blur")
 
 #: ``fill(batch, image_index, item_indices)`` writes the baseline into each copy in place
 Fill = Callable[[torch.Tensor, int, Sequence[int]], None]
+#: ``build(image_index, item_indices)`` returns the model input for those perturbations
+Build = Callable[[int, Sequence[int]], Any]
 
 
 def check_score(score: Any) -> None:
@@ -135,14 +137,16 @@ class Drops:
 
 
 def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
-                n_items: int | Sequence[int], fill: Fill, batch_size: int) -> Drops:
+                n_items: int | Sequence[int], fill: Fill, batch_size: int,
+                build: Build | None = None) -> Drops:
     """Run ``n_items`` perturbed copies of every image (one count for all, or one per
     image) through the model, ``batch_size`` copies per forward pass, under
     ``torch.inference_mode`` in eval mode.
 
     Each copy starts as the clean image; ``fill`` writes the baseline into it. All targets
     of an image come from the same passes. The result does not depend on the chunking.
-    With counts per image, ``drops`` is NaN past each image's own count.
+    With counts per image, ``drops`` is NaN past each image's own count. ``build(image,
+    items)``, if given, makes the perturbed batch itself (e.g. incremental inference).
     """
     counts = [n_items] * x.shape[0] if isinstance(n_items, int) else list(n_items)
     b = x.shape[0]
@@ -157,9 +161,12 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
         for i, count in enumerate(counts):
             for start in range(0, count, batch_size):
                 items = range(start, min(start + batch_size, count))
-                batch = x[i : i + 1].expand(len(items), *x.shape[1:]).clone()
-                fill(batch, i, items)
-                out = clf(batch)
+                if build is not None:
+                    out = clf(build(i, items))
+                else:
+                    batch = x[i : i + 1].expand(len(items), *x.shape[1:]).clone()
+                    fill(batch, i, items)
+                    out = clf(batch)
                 calls += 1
                 cls = classes[i : i + 1].expand(len(items), n_t)
                 drops[i, :, start : start + len(items)] = (
