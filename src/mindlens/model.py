@@ -168,16 +168,18 @@ class Classifier:
 
     # -- input ---------------------------------------------------------------------------
     def check_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Validate a model-space batch ``[B, C, H, W]`` and move it to the model."""
+        """Validate a model-space batch ``[B, C, H, W]`` (or a volume batch
+        ``[B, C, D, H, W]``) and move it to the model."""
         if not isinstance(x, torch.Tensor):
             raise InputError(f"expected a tensor, got {type(x).__name__}")
         if x.dim() == 3:
             x = x.unsqueeze(0)
-        if x.dim() != 4:
+        if x.dim() not in (4, 5):
             raise InputError(
-                f"a model-space batch must be [B, C, H, W]; got shape {tuple(x.shape)}"
+                f"a model-space batch must be [B, C, H, W] (or [B, C, D, H, W] for volumes); "
+                f"got shape {tuple(x.shape)}"
             )
-        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        if 0 in x.shape:
             raise InputError(f"the batch is empty or has zero size: {tuple(x.shape)}")
         if x.shape[1] != self.channels:
             raise InputError(
