@@ -190,20 +190,18 @@ class PatchTensor:
     def region(self, r0: np.ndarray, size: Sequence[int], fill: float = 0.0) -> torch.Tensor:
         """Values of every copy in the box ``[r0, r0 + size)`` (may reach outside the
         tensor: filled with ``fill``), ``[n, C, *size]``."""
-        d = len(size)
+        if tuple(size) == tuple(self.patch.shape[2:]) and np.array_equal(r0, self.start):
+            return self.patch
         out = gather(self.clean, r0, size, fill)
-        psize = self.patch.shape[2:]
-        for i in range(out.shape[0]):
-            src, dst = [], []
-            for a in range(d):
-                a0 = max(int(self.start[i, a]), int(r0[i, a]))
-                a1 = min(int(self.start[i, a]) + psize[a], int(r0[i, a]) + size[a])
-                if a1 <= a0:
-                    break
-                src.append(slice(a0 - int(self.start[i, a]), a1 - int(self.start[i, a])))
-                dst.append(slice(a0 - int(r0[i, a]), a1 - int(r0[i, a])))
-            else:
-                out[(i, slice(None), *dst)] = self.patch[(i, slice(None), *src)]
+        psize = np.array(self.patch.shape[2:])
+        a0 = np.maximum(self.start, r0)
+        a1 = np.minimum(self.start + psize, r0 + np.array(size))
+        keep = (a1 > a0).all(axis=1)
+        src0, dst0, length = (a0 - self.start).tolist(), (a0 - r0).tolist(), (a1 - a0).tolist()
+        for i in np.flatnonzero(keep).tolist():
+            src = tuple(slice(b, b + k) for b, k in zip(src0[i], length[i], strict=True))
+            dst = tuple(slice(b, b + k) for b, k in zip(dst0[i], length[i], strict=True))
+            out[(i, slice(None), *dst)] = self.patch[(i, slice(None), *src)]
         return out
 
     # -- dispatch ------------------------------------------------------------------------
@@ -311,6 +309,10 @@ def _unary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
 def _union(a: PatchTensor, b: PatchTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                       list[int]]:
     lo, hi = np.minimum(a.lo, b.lo), np.maximum(a.hi, b.hi)
+    for x in (a, b):  # reuse one operand's box when it holds every change of both
+        size = list(x.patch.shape[2:])
+        if (x.start <= lo).all() and (x.start + np.array(size) >= hi).all():
+            return lo, hi, x.start, size
     spatial = a.clean.shape[2:]
     size = [max(1, int((hi - lo)[:, k].max())) for k in range(lo.shape[1])]
     start = np.stack([np.clip(lo[:, k], 0, spatial[k] - size[k]) for k in range(len(size))],
@@ -399,8 +401,12 @@ def _windowed(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, A
                    for a in range(d)], axis=1)
     hi = np.maximum(hi, lo)
     lo, hi = _cap(x.engine.tau, lo, hi, out_size)
-    size = [max(1, int((hi - lo)[:, a].max())) for a in range(d)]
-    start = np.stack([np.clip(lo[:, a], 0, out_size[a] - size[a]) for a in range(d)], axis=1)
+    if all(k == 1 for k in keff) and all(v == 1 for v in stride) and not any(pad):
+        start, size = x.start, list(x.patch.shape[2:])  # point-wise: keep the box
+    else:
+        size = [max(1, int((hi - lo)[:, a].max())) for a in range(d)]
+        start = np.stack([np.clip(lo[:, a], 0, out_size[a] - size[a]) for a in range(d)],
+                         axis=1)
     r0 = start * np.array(stride) - np.array(pad)
     rsize = [(size[a] - 1) * stride[a] + keff[a] for a in range(d)]
     patch = op(x.region(r0, rsize, fill))
