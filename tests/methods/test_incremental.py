@@ -90,3 +90,52 @@ def test_incremental_equals_exact_on_real_models(asset, window, stride, request)
         torch.testing.assert_close(inc.maps, exact.maps, rtol=0,
                                    atol=1e-10 * float(exact.maps.abs().max()))
     assert set(inc.extras["full_recompute_ops"]) == {"adaptive_avg_pool2d"}
+
+
+class SqueezeExcite(nn.Module):
+    """Per-copy channel gates from a global mean: a second operand that differs between
+    the copies, which the engine must not treat as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        gate = torch.sigmoid(self.fc(y.mean(dim=(2, 3))))[:, :, None, None]
+        y = y * gate
+        return self.head(y.amax(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_per_copy_operands_fall_back_exactly(batch_size):
+    torch.manual_seed(1)
+    clf = mindlens.Classifier(SqueezeExcite().double().eval(), (8, 8), channels=2)
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    kw = {"window": 3, "stride": 2, "score": "logit", "batch_size": batch_size}
+    exact = Occlusion(**kw).explain(clf, x, Targets())
+    inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets())
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-12)
+    assert "mul" in inc.extras["full_recompute_ops"]
+
+
+def test_black_box_falls_back_to_exact():
+    clf = mindlens.Classifier(mindlens.BlackBox(SqueezeExcite().double().eval()), (8, 8),
+                              channels=2)
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="black box or TorchScript"):
+        e = Occlusion(mode="incremental", window=3).explain(clf, x, Targets())
+    assert e.params["mode"] == "exact"
+
+
+def test_approximate_mode_is_close_but_not_claimed_exact():
+    clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
+    x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
+    kw = {"window": 2, "stride": 2, "score": "logit"}
+    exact = Occlusion(**kw).explain(clf, x, Targets()).maps
+    full_tau = Occlusion(mode="approximate", tau=1.0, **kw).explain(clf, x, Targets()).maps
+    torch.testing.assert_close(full_tau, exact, rtol=0, atol=1e-12)  # no cap: exact
+    with pytest.raises(mindlens.InputError, match="tau"):
+        Occlusion(mode="approximate", tau=0)

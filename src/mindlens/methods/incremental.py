@@ -126,6 +126,9 @@ class PatchTensor:
     def contiguous(self, *args: Any, **kwargs: Any) -> PatchTensor:
         return self
 
+    def __len__(self) -> int:
+        return self.patch.shape[0]
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -296,14 +299,31 @@ def _unary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
         bound = _bind(func, args, kwargs)
         if bound is None or bound.arguments.get("training", True):
             return NotImplemented
-    if any(isinstance(a, torch.Tensor) and a.dim() == x.ndim and a.shape[2:].numel() > 1
-           for a in (*args[1:], *kwargs.values())):
-        return NotImplemented  # a second operand with spatial extent
+    extra = [a for a in (*args[1:], *kwargs.values()) if isinstance(a, torch.Tensor)]
+    if _name(func) in ("batch_norm", "prelu"):  # per-channel parameters
+        if any(a.dim() > 1 for a in extra):
+            return NotImplemented
+    elif any(_varies(a, x) for a in extra):
+        return NotImplemented
     fn, full_args, kw, inplace = _out_of_place(func, args, kwargs)
     rest = full_args[1:]
     clean = x.engine.clean(_name(fn), lambda: fn(x.clean, *rest, **kw))
     out = PatchTensor(x.engine, clean, fn(x.patch, *rest, **kw), x.start, x.lo, x.hi)
     return x._assign(out) if inplace else out
+
+
+def _varies(value: Any, x: PatchTensor) -> bool:
+    """A second operand the patch trick cannot use: one with spatial extent (its trailing
+    axes, as broadcasting aligns them, are not all 1), or one that differs between the
+    copies (batch axis > 1, e.g. squeeze-and-excitation gates computed from copies that
+    were already materialised). Copies always come in batches of at least two, so a batch
+    axis of 1 means the operand does not depend on the input."""
+    if not isinstance(value, torch.Tensor):
+        return False
+    d = x.ndim - 2
+    if any(s != 1 for s in value.shape[max(0, value.dim() - d):]):
+        return True
+    return value.dim() == x.ndim and value.shape[0] != 1
 
 
 def _union(a: PatchTensor, b: PatchTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -336,8 +356,7 @@ def _binary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any
     else:
         x = a if isinstance(a, PatchTensor) else b
         other = b if x is a else a
-        if isinstance(other, torch.Tensor) and other.dim() >= 3 and \
-                other.shape[2:].numel() > 1:
+        if _varies(other, x):
             return NotImplemented
         if x is a:
             clean = x.engine.clean(_name(fn), lambda: fn(x.clean, other, *rest, **kwargs))

@@ -152,6 +152,9 @@ class Occlusion(Method):
         check_baseline(p["baseline"])
         check_score(p["score"])
         check_batch_size(p["batch_size"])
+        tau = p["tau"]
+        if not isinstance(tau, (int, float)) or not 0 < tau <= 1:
+            raise InputError(f"tau (approximate mode) must be in (0, 1], got {tau!r}")
         for key, allowed in (("aggregation", AGGREGATIONS), ("border", BORDERS),
                              ("mode", MODES)):
             if p[key] not in allowed:
@@ -205,8 +208,14 @@ class Occlusion(Method):
                 batch[row][sl] = base[image][sl]
 
         build, engine = None, None
-        if p["mode"] != "exact":
-            engine = Engine(p["tau"] if p["mode"] == "approximate" else None)
+        mode = p["mode"]
+        if mode != "exact" and (clf.scripted or clf.black_box):
+            warnings.warn(f"occlusion: mode={mode!r} needs to run the model's Python code; "
+                          f"this model is a black box or TorchScript, so every window runs "
+                          f"through the whole model (mode='exact')", stacklevel=2)
+            mode = "exact"
+        if mode != "exact":
+            engine = Engine(p["tau"] if mode == "approximate" else None)
             current = [-1]
 
             def build(image: int, items: Sequence[int]) -> PatchTensor:
@@ -214,8 +223,10 @@ class Occlusion(Method):
                     engine.reset()
                     current[0] = image
                 engine.pos = 0
+                # at least two copies: a batch axis of 1 then marks input-independent tensors
+                chosen = [positions[i] for i in items] * (2 if len(items) == 1 else 1)
                 return occluded_batch(engine, x[image : image + 1], base[image : image + 1],
-                                      [positions[i] for i in items], window)
+                                      chosen, window)
 
         d = score_drops(clf, x, targets, p["score"], len(positions), fill, p["batch_size"],
                         build)
@@ -232,7 +243,7 @@ class Occlusion(Method):
         return Explanation(
             method=self.name, maps=maps, targets=d.classes, scores=d.clean,
             probs=probabilities(d.logits, d.classes), signed=not p["positive_only"],
-            params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma)),
+            params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma), mode=mode),
             native_shape=tuple(grid.shape[2:]),
             cost=Cost(forward=d.forwards),
             extras={"grid": grid, "starts": starts, "forward_calls": d.calls,

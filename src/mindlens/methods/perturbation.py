@@ -162,7 +162,7 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
             for start in range(0, count, batch_size):
                 items = range(start, min(start + batch_size, count))
                 if build is not None:
-                    out = clf(build(i, items))
+                    out = clf(build(i, items))[: len(items)]
                 else:
                     batch = x[i : i + 1].expand(len(items), *x.shape[1:]).clone()
                     fill(batch, i, items)
