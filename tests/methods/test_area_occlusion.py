@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_occlusion import tiny_cnn
 
 import mindlens
-from conftest import assert_untouched, fingerprint
 from mindlens.errors import InputError
 from mindlens.methods.area_occlusion import AreaOcclusion, segment
 from mindlens.methods.occlusion import Occlusion
 from mindlens.targets import Targets
+
+from ..conftest import assert_untouched, fingerprint
+from .test_occlusion import tiny_cnn
 
 
 def by_hand(clf, x, labels, base, top_k):

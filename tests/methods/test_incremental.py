@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import mindlens
-from conftest import assert_untouched, fingerprint
 from mindlens.methods.occlusion import Occlusion
 from mindlens.targets import Targets
+
+from ..conftest import assert_untouched, fingerprint
 
 
 class Zoo(nn.Module):

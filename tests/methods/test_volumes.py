@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import mindlens
-from conftest import assert_untouched, fingerprint
+
+from ..conftest import assert_untouched, fingerprint
 
 
 def conv3d_classifier() -> mindlens.Classifier:
