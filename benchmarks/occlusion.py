@@ -121,8 +121,7 @@ def main() -> None:
               flush=True)
         return result
 
-    occ = {"window": 16, "stride": 8, "baseline": "zero", "border": "truncate",
-           "batch_size": 64}
+    occ = {"window": 16, "stride": 8, "baseline": "zero", "border": "truncate"}
     tgt = Targets(target)
     print(f"mobilenet_v2 224x224, {torch.get_num_threads()} threads; one forward "
           f"{fwd * 1000:.1f} ms; {n_windows} windows", flush=True)
@@ -141,7 +140,7 @@ def main() -> None:
                      "slic", {"n_segments": 48})
     n_regions = len({int(v) for v in labels.flatten()} - {0})
     case("mindlens area_occlusion (SLIC)",
-         lambda: AreaOcclusion(regions=labels, batch_size=16).explain(clf, x, tgt),
+         lambda: AreaOcclusion(regions=labels).explain(clf, x, tgt),
          n_regions + 1)
 
     if not args.skip_captum:

@@ -25,6 +25,7 @@ from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Method, Needs, register
 from .perturbation import (
+    auto_batch_size,
     check_baseline,
     check_batch_size,
     check_score,
@@ -163,7 +164,7 @@ class AreaOcclusion(Method):
     reference = "Rieke et al. 2018, MLCN@MICCAI, arXiv:1808.02874"
     defaults = {"regions": "slic", "region_names": None, "segmenter_options": None,
                 "baseline": "zero", "score": "prob", "positive_only": False,
-                "batch_size": 32, "blur_sigma": 2.0}
+                "batch_size": None, "blur_sigma": 2.0}
 
     @property
     def signed(self) -> bool:
@@ -231,7 +232,7 @@ class AreaOcclusion(Method):
                 batch[row] = torch.where(mask, base[image], batch[row])
 
         d = score_drops(clf, x, targets, p["score"], [len(i) for i in ids], fill,
-                        p["batch_size"])
+                        auto_batch_size(p["batch_size"], x))
         drops = d.drops.clamp_min(0) if p["positive_only"] else d.drops
         maps = torch.zeros(*drops.shape[:2], *x.shape[2:], dtype=drops.dtype,
                            device=drops.device)

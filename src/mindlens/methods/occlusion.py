@@ -26,6 +26,7 @@ from ..targets import Targets, probabilities
 from .base import Method, Needs, register
 from .incremental import Engine, PatchTensor, occluded_batch
 from .perturbation import (
+    auto_batch_size,
     check_baseline,
     check_batch_size,
     check_score,
@@ -121,7 +122,8 @@ class Occlusion(Method):
     windows that cover a pixel (``"mean"`` as Captum, ``"sum"`` as Zennit, ``"max"``),
     ``border`` (``"cover"`` adds a last window flush with the border; ``"truncate"`` cuts
     the last window as Captum does), ``positive_only`` (clip negative drops, as Rieke et
-    al. 2018), ``batch_size`` (perturbed copies per forward pass: bounds memory),
+    al. 2018), ``batch_size`` (perturbed copies per forward pass: bounds memory; ``None``
+    chooses by device and input size, and 16 for the incremental modes),
     ``blur_sigma`` (pixels, for ``baseline="blur"``; default half the window), ``mode``:
     ``"exact"`` (every occluded copy through the whole model), ``"incremental"`` (the same
     map, recomputing each layer only where the window can change it, Krypton-style: see
@@ -139,7 +141,7 @@ class Occlusion(Method):
     reference = "Zeiler & Fergus 2014, ECCV, arXiv:1311.2901"
     defaults = {"window": None, "stride": None, "baseline": "zero", "score": "prob",
                 "aggregation": "mean", "border": "cover", "positive_only": False,
-                "batch_size": 64, "blur_sigma": None, "mode": "exact", "tau": 0.5}
+                "batch_size": None, "blur_sigma": None, "mode": "exact", "tau": 0.5}
 
     @property
     def signed(self) -> bool:
@@ -228,8 +230,9 @@ class Occlusion(Method):
                 return occluded_batch(engine, x[image : image + 1], base[image : image + 1],
                                       chosen, window)
 
-        d = score_drops(clf, x, targets, p["score"], len(positions), fill, p["batch_size"],
-                        build)
+        batch_size = p["batch_size"] or (16 if mode != "exact" else
+                                         auto_batch_size(None, x))
+        d = score_drops(clf, x, targets, p["score"], len(positions), fill, batch_size, build)
         grid = d.drops.reshape(*d.drops.shape[:2], *(len(s) for s in starts))
         if p["positive_only"]:
             grid = grid.clamp_min(0)
@@ -243,7 +246,8 @@ class Occlusion(Method):
         return Explanation(
             method=self.name, maps=maps, targets=d.classes, scores=d.clean,
             probs=probabilities(d.logits, d.classes), signed=not p["positive_only"],
-            params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma), mode=mode),
+            params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma), mode=mode,
+                        batch_size=batch_size),
             native_shape=tuple(grid.shape[2:]),
             cost=Cost(forward=d.forwards),
             extras={"grid": grid, "starts": starts, "forward_calls": d.calls,
