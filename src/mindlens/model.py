@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .blackbox import BlackBox
 from .errors import InputError, ModelError
 from .io import as_image_array, match_channels, pil_to_array, read_image
 from .patching import ModelPatch, is_scripted
@@ -71,7 +72,8 @@ class Classifier:
     """A trained image classifier and everything mindlens needs to know about its input.
 
     ``logit_offset`` drops leading extra logits (ImageNet MobileNets from TensorFlow have a
-    'background' logit at index 0); ``labels`` names the remaining classes.
+    'background' logit at index 0); ``labels`` names the remaining classes. A model given as
+    a :class:`~mindlens.blackbox.BlackBox` (any callable, or an ONNX file) is a black box.
     """
 
     module: nn.Module
@@ -82,6 +84,8 @@ class Classifier:
     labels: Sequence[str] | None = None
     logit_offset: int = 0
     name: str = "model"
+    #: only outputs can be read (a callable or an ONNX file): no gradients, layers or hooks
+    black_box: bool = False
     spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +100,7 @@ class Classifier:
         )
         if self.labels is not None:
             self.labels = [str(label) for label in self.labels]
+        self.black_box = bool(self.black_box) or isinstance(self.module, BlackBox)
         self._checked = False
         self._auto_layers: dict[tuple[int, ...], tuple[str, nn.Module]] = {}
 
@@ -163,16 +168,18 @@ class Classifier:
 
     # -- input ---------------------------------------------------------------------------
     def check_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Validate a model-space batch ``[B, C, H, W]`` and move it to the model."""
+        """Validate a model-space batch ``[B, C, H, W]`` (or a volume batch
+        ``[B, C, D, H, W]``) and move it to the model."""
         if not isinstance(x, torch.Tensor):
             raise InputError(f"expected a tensor, got {type(x).__name__}")
         if x.dim() == 3:
             x = x.unsqueeze(0)
-        if x.dim() != 4:
+        if x.dim() not in (4, 5):
             raise InputError(
-                f"a model-space batch must be [B, C, H, W]; got shape {tuple(x.shape)}"
+                f"a model-space batch must be [B, C, H, W] (or [B, C, D, H, W] for volumes); "
+                f"got shape {tuple(x.shape)}"
             )
-        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        if 0 in x.shape:
             raise InputError(f"the batch is empty or has zero size: {tuple(x.shape)}")
         if x.shape[1] != self.channels:
             raise InputError(

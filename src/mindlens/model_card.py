@@ -6,9 +6,11 @@ A card describes the model and its input, with paths relative to the card::
      "input_size": [H, W], "channels": 3, "mean": [...], "std": [...],
      "labels": "labels.txt" | ["cat", ...], "logit_offset": 0}
 
-``"torchscript": "m.pt"`` replaces factory + weights. The card's folder is importable while
-the factory is imported. Weights load with ``weights_only=True``: a pickle that needs more
-than tensors is refused, because unpickling can run arbitrary code.
+``"torchscript": "m.pt"`` replaces factory + weights; so does ``"onnx": "m.onnx"`` (run
+through onnxruntime as a black box; ``"outputs": "probs"`` if the graph ends in a softmax).
+The card's folder is importable while the factory is imported. Weights load with
+``weights_only=True``: a pickle that needs more than tensors is refused, because
+unpickling can run arbitrary code.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ def load_model(card: str | Path | dict[str, Any], root: str | Path | None = None
 
 
 def _build_module(data: dict[str, Any], root: Path) -> nn.Module:
+    if "onnx" in data:
+        from .blackbox import OnnxModel
+
+        shape = (int(data.get("channels", 3)), *map(int, data["input_size"]))
+        return OnnxModel(root / data["onnx"], outputs=data.get("outputs", "logits"),
+                         input_shape=shape)
     if "torchscript" in data:
         path = root / data["torchscript"]
         if not path.exists():
@@ -77,7 +85,7 @@ def _build_module(data: dict[str, Any], root: Path) -> nn.Module:
     if "factory" not in data:
         raise InputError(
             'a model card needs "factory" ("package.module:function") and "weights", '
-            'or "torchscript"'
+            '"torchscript" or "onnx"'
         )
     module = _call_factory(data["factory"], root, data.get("factory_kwargs", {}))
     if "weights" in data:

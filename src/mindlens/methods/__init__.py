@@ -5,7 +5,8 @@
 ['saliency', 'guided_backprop', 'deconvnet']
 """
 
-from . import cam, gradient, lrp, mace  # noqa: F401  (importing registers the methods)
+# importing registers the methods
+from . import area_occlusion, cam, gradient, lrp, mace, occlusion  # noqa: F401
 from .base import Method, Needs, get, names, register
 
 __all__ = ["Method", "Needs", "get", "names", "register"]

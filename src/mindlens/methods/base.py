@@ -84,6 +84,15 @@ class Method:
 
     def check(self, clf: Classifier) -> None:
         """Raise :class:`NotApplicableError` if this method cannot run on ``clf``."""
+        n = self.needs
+        if getattr(clf, "black_box", False) and (n.gradients or n.layer or n.hooks or n.rules
+                                                 or n.training):
+            raise NotApplicableError(
+                f"{self.name} needs {n.describe()}, but this model is a black box (a callable "
+                f"or an ONNX file): mindlens can only run it and read its outputs, so it "
+                f"cannot give them. Use occlusion or area_occlusion, or load the model from "
+                f"its PyTorch code and weights."
+            )
         if (self.needs.hooks or self.needs.layer or self.needs.rules) and clf.scripted:
             raise NotApplicableError(
                 f"{self.name} needs to hook the model's layers, but this is a TorchScript "

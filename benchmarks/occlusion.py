@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Occlusion speed: mindlens (exact, incremental, approximate) against Captum.
+
+On mobilenet_v2 at 224x224 (window 16, stride 8, baseline 0 in model space: 27 x 27 = 729
+window positions), times per image:
+
+- mindlens ``occlusion`` in ``mode="exact"`` (batched perturbations, inference mode),
+  ``"incremental"`` (Krypton-style, same map) and ``"approximate"`` (Krypton's
+  projective-field cap ``tau``; its error against the exact map is measured and printed);
+- Captum ``Occlusion`` with ``perturbations_per_eval`` 1 and 16 (same windows, same
+  baseline, softmax probability as the score);
+- Captum ``FeatureAblation`` (ppe 1 and 16) and mindlens ``area_occlusion`` on the same
+  SLIC label map (about 48 superpixels).
+
+Runs that exceed ``--cap`` seconds are stopped from a forward pre-hook and the full time is
+extrapolated from the per-sample time and the known number of model evaluations, as
+``../shared/bench/peers.py`` does (marked ``*``). Benchmarks are not tests: nothing here
+asserts a time.
+
+    PYTHONPATH=src MINDLENS_ASSETS=../shared/assets python benchmarks/occlusion.py --cap 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+class Capped(Exception):
+    pass
+
+
+class Meter:
+    """Counts model evaluations (samples) and stops the run after ``cap`` seconds."""
+
+    def __init__(self, module: torch.nn.Module, cap: float) -> None:
+        self.module, self.cap = module, cap
+        self.samples = 0
+        self.start = 0.0
+
+    def hook(self, _module: Any, inputs: tuple[Any, ...]) -> None:
+        if time.perf_counter() - self.start > self.cap:
+            raise Capped
+        self.samples += int(inputs[0].shape[0])
+
+    def run(self, fn: Callable[[], Any], total: int) -> tuple[float, bool, Any]:
+        """Seconds for the whole job (extrapolated if capped), capped?, result."""
+        handle = self.module.register_forward_pre_hook(self.hook)
+        self.samples = 0
+        self.start = time.perf_counter()
+        try:
+            result = fn()
+            return time.perf_counter() - self.start, False, result
+        except Capped:
+            elapsed = time.perf_counter() - self.start
+            return elapsed * total / max(self.samples, 1), True, None
+        finally:
+            handle.remove()
+
+
+def load(assets: Path):
+    sys.path.insert(0, str(assets))
+    import zoo  # type: ignore[import-not-found]
+
+    import mindlens
+
+    module, card = zoo.load("mobilenet_v2")
+    clf = mindlens.Classifier(module, card["input_size"], card["channels"], card["mean"],
+                              card["std"], card["labels"], card["offset"], name="mobilenet_v2")
+    return clf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cap", type=float, default=30.0, help="seconds per case before "
+                    "extrapolating")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--taus", default="0.5,0.75", help="approximate-mode tau values")
+    ap.add_argument("--assets", default=os.environ.get("MINDLENS_ASSETS", "../shared/assets"))
+    ap.add_argument("--skip-captum", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from mindlens.methods.area_occlusion import AreaOcclusion, segment
+    from mindlens.methods.occlusion import Occlusion
+    from mindlens.targets import Targets
+
+    assets = Path(args.assets)
+    clf = load(assets)
+    module = clf.module.eval()
+    image = assets / "images" / "coral" / "cat.png"
+    if not image.exists():
+        image = sorted((assets / "images" / "foolbox").glob("imagenet_*.jpg"))[0]
+    x = clf.preprocess(image)
+    with torch.inference_mode():
+        target = int(clf(x).argmax(1))
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            module(x)
+            times.append(time.perf_counter() - t)
+    fwd = statistics.median(times)
+    n_windows = 27 * 27
+    meter = Meter(module, args.cap)
+    rows: list[dict[str, Any]] = []
+
+    def case(name: str, fn: Callable[[], Any], total: int) -> Any:
+        seconds, capped, result = meter.run(fn, total)
+        rows.append({"name": name, "ms": seconds * 1000, "capped": capped})
+        print(f"  {name}: {seconds * 1000:.0f} ms{' (extrapolated)' if capped else ''}",
+              flush=True)
+        return result
+
+    occ = {"window": 16, "stride": 8, "baseline": "zero", "border": "truncate"}
+    tgt = Targets(target)
+    print(f"mobilenet_v2 224x224, {torch.get_num_threads()} threads; one forward "
+          f"{fwd * 1000:.1f} ms; {n_windows} windows", flush=True)
+    exact = case("mindlens occlusion exact",
+                 lambda: Occlusion(**occ).explain(clf, x, tgt), n_windows + 1)
+    inc = case("mindlens occlusion incremental",
+               lambda: Occlusion(mode="incremental", **occ).explain(clf, x, tgt),
+               n_windows + 1)
+    approx = {}
+    for tau in (float(t) for t in args.taus.split(",") if t):
+        approx[tau] = case(f"mindlens occlusion approximate tau={tau}",
+                           lambda tau=tau: Occlusion(mode="approximate", tau=tau, **occ)
+                           .explain(clf, x, tgt), n_windows + 1)
+
+    labels = segment(clf.spec.denormalize(x)[0].permute(1, 2, 0).clamp(0, 1).numpy(),
+                     "slic", {"n_segments": 48})
+    n_regions = len({int(v) for v in labels.flatten()} - {0})
+    case("mindlens area_occlusion (SLIC)",
+         lambda: AreaOcclusion(regions=labels).explain(clf, x, tgt),
+         n_regions + 1)
+
+    if not args.skip_captum:
+        from captum.attr import FeatureAblation
+        from captum.attr import Occlusion as CaptumOcclusion
+
+        def probs(t: torch.Tensor) -> torch.Tensor:
+            return module(t)[:, clf.logit_offset:].softmax(1)
+
+        for ppe in (1, 16):
+            case(f"captum Occlusion ppe={ppe}", lambda ppe=ppe: CaptumOcclusion(probs)
+                 .attribute(x, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8),
+                            baselines=0, target=target, perturbations_per_eval=ppe),
+                 n_windows + 1)
+        mask = torch.from_numpy(labels)[None, None].expand(1, 3, 224, 224)
+        for ppe in (1, 16):
+            case(f"captum FeatureAblation ppe={ppe} (SLIC)", lambda ppe=ppe: FeatureAblation(
+                probs).attribute(x, baselines=0, target=target, feature_mask=mask,
+                                 perturbations_per_eval=ppe), n_regions + 1)
+
+    by_name = {r["name"]: r["ms"] for r in rows}
+    ref1 = by_name.get("captum Occlusion ppe=1")
+    ref16 = by_name.get("captum Occlusion ppe=16")
+    print()
+    print("| method | ms/image | x one forward | vs Captum Occlusion ppe=1 | vs ppe=16 |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        star = "*" if r["capped"] else ""
+        other_job = "area" in r["name"] or "FeatureAblation" in r["name"]
+        v1 = f"{ref1 / r['ms']:.2f}x" if ref1 and not other_job else ""
+        v16 = f"{ref16 / r['ms']:.2f}x" if ref16 and not other_job else ""
+        print(f"| {r['name']} | {r['ms']:.0f}{star} | {r['ms'] / 1000 / fwd:.0f} | {v1} | "
+              f"{v16} |")
+    fa = by_name.get("captum FeatureAblation ppe=1 (SLIC)")
+    area = by_name.get("mindlens area_occlusion (SLIC)")
+    if fa and area:
+        print(f"\narea_occlusion vs FeatureAblation ppe=1 on the same {n_regions} regions: "
+              f"{fa / area:.2f}x")
+    if exact is not None:
+        ref = exact.maps
+        scale = float(ref.abs().max())
+        for name, e in [("incremental", inc), *((f"approximate tau={t}", a)
+                                                for t, a in approx.items())]:
+            if e is None:
+                continue
+            err = float((e.maps - ref).abs().max()) / scale
+            a, b = e.maps.flatten().double(), ref.flatten().double()
+            a, b = a - a.mean(), b - b.mean()
+            corr = float(a @ b / (a.norm() * b.norm()))
+            print(f"{name}: max |map - exact| / max |exact| = {err:.2e}; Pearson r = "
+                  f"{corr:.4f}")
+    print("\n* extrapolated from a capped run (time per model evaluation x evaluations)")
+
+
+if __name__ == "__main__":
+    main()

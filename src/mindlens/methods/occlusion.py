@@ -1,0 +1,314 @@
+"""Occlusion (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional
+Networks", ECCV, arXiv:1311.2901): slide a patch filled with a baseline value over the
+image and record how much the class score drops for each patch position.
+
+The pixel map is the score drop aggregated (by default averaged) over all windows that
+cover the pixel, as in Captum's ``Occlusion``; the coarse grid of drops per window position
+(the Zeiler & Fergus presentation) is in ``extras["grid"]``. Works on 2-D images
+``[B, C, H, W]`` and 3-D volumes ``[B, C, D, H, W]`` and needs nothing but the model's
+outputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..explanation import Cost, Explanation
+from ..model import Classifier
+from ..targets import Targets, probabilities
+from .base import Method, Needs, register
+from .incremental import Engine, PatchTensor, occluded_batch
+from .perturbation import (
+    auto_batch_size,
+    check_baseline,
+    check_batch_size,
+    check_score,
+    resolve_baseline,
+    score_drops,
+)
+
+BORDERS = ("cover", "truncate")
+AGGREGATIONS = ("mean", "sum", "max")
+MODES = ("exact", "incremental", "approximate")
+
+
+def _per_axis(value: Any, name: str) -> tuple[int, ...] | None:
+    """``None``, a positive int, or a tuple of positive ints -> a tuple (or None)."""
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, int) else tuple(value)
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1
+                         for v in values):
+        raise InputError(
+            f"{name} must be a positive integer or one per spatial axis, e.g. 16 or (16, 16); "
+            f"got {value!r}" + (" (a stride of 0 would never move the window)"
+                               if name == "stride" else "")
+        )
+    return values
+
+
+def window_starts(size: int, window: int, stride: int, border: str) -> list[int]:
+    """Start index of each window along one axis.
+
+    ``"cover"``: ``0, s, 2s, ...`` while the window fits, plus a last window flush with the
+    border if the image would otherwise have uncovered pixels. ``"truncate"`` (Captum):
+    ``0, s, ..., ceil((size - k) / s) * s``; the last window may stick out and is cut.
+    """
+    if border == "truncate":
+        return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def indicator(size: int, window: int, starts: Sequence[int], like: torch.Tensor
+              ) -> torch.Tensor:
+    """``[n_windows, size]``: 1 where window ``p`` covers index ``i``."""
+    idx = torch.arange(size, device=like.device)
+    s = torch.tensor(list(starts), device=like.device)[:, None]
+    return ((idx >= s) & (idx < s + window)).to(like.dtype)
+
+
+def aggregate(grid: torch.Tensor, ind: Sequence[torch.Tensor], how: str) -> torch.Tensor:
+    """Pixel map ``[B, T, *spatial]`` from the window grid ``[B, T, *n]``.
+
+    Windows form a product over the axes, so the sum over the windows covering a pixel is
+    a chain of matrix products with the per-axis indicators. Pixels that no window covers
+    (only when ``stride > window``) are NaN.
+    """
+    dims = grid.dim() - 2
+    if how == "max":
+        out = torch.full((*grid.shape[:2], *(m.shape[1] for m in ind)), -math.inf,
+                         dtype=grid.dtype, device=grid.device)
+        for pos in itertools.product(*(range(m.shape[0]) for m in ind)):
+            sl = tuple(m[p].nonzero().flatten() for m, p in zip(ind, pos, strict=True))
+            sl = tuple(slice(int(s[0]), int(s[-1]) + 1) for s in sl)
+            region = out[(slice(None), slice(None), *sl)]
+            torch.maximum(region, grid[(slice(None), slice(None), *pos)]
+                          .view(*grid.shape[:2], *([1] * dims)), out=region)
+        return out.masked_fill(out == -math.inf, math.nan)
+    total = grid
+    for axis, m in enumerate(ind):
+        total = torch.tensordot(total.movedim(2 + axis, -1), m, dims=1).movedim(-1, 2 + axis)
+    count = _count(ind)
+    if how == "sum":
+        return total.masked_fill(count == 0, math.nan)
+    return total / count.masked_fill(count == 0, math.nan)
+
+
+def _count(ind: Sequence[torch.Tensor]) -> torch.Tensor:
+    count = ind[0].sum(0)
+    for m in ind[1:]:
+        count = count[..., None] * m.sum(0)
+    return count
+
+
+@register
+class Occlusion(Method):
+    """Sliding-window occlusion (Zeiler & Fergus 2014).
+
+    Parameters: ``window`` and ``stride`` (int or one per spatial axis; default about 7 %
+    of each side, e.g. 16 at 224, and half the window), ``baseline`` (``"zero"`` in model
+    space, ``"mean"``, ``"blur"``, a pixel value such as 0.5, a model-space tensor or a
+    callable), ``score`` (``"prob"``, ``"logit"``, ``"log_prob"``), ``aggregation`` of the
+    windows that cover a pixel (``"mean"`` as Captum, ``"sum"`` as Zennit, ``"max"``),
+    ``border`` (``"cover"`` adds a last window flush with the border; ``"truncate"`` cuts
+    the last window as Captum does), ``positive_only`` (clip negative drops, as Rieke et
+    al. 2018), ``batch_size`` (perturbed copies per forward pass: bounds memory; ``None``
+    chooses by device and input size, and 16 for the incremental modes),
+    ``blur_sigma`` (pixels, for ``baseline="blur"``; default half the window), ``mode``:
+    ``"exact"`` (every occluded copy through the whole model), ``"incremental"`` (the same
+    map, recomputing each layer only where the window can change it, Krypton-style: see
+    :mod:`mindlens.methods.incremental`), ``"approximate"`` (incremental with Krypton's
+    projective-field cap ``tau``: faster, not exact).
+
+    Cost: ``N + 1`` model evaluations per image, ``N`` = number of window positions.
+    """
+
+    name = "occlusion"
+    title = "Occlusion"
+    needs = Needs()
+    meaning = ("Bright pixels are those whose covering up lowered the class score most; "
+               "blue ones raised it when covered.")
+    reference = "Zeiler & Fergus 2014, ECCV, arXiv:1311.2901"
+    defaults = {"window": None, "stride": None, "baseline": "zero", "score": "prob",
+                "aggregation": "mean", "border": "cover", "positive_only": False,
+                "batch_size": None, "blur_sigma": None, "mode": "exact", "tau": 0.5}
+
+    @property
+    def signed(self) -> bool:
+        return not self.params["positive_only"]
+
+    def validate(self) -> None:
+        p = self.params
+        self._window = _per_axis(p["window"], "window")
+        self._stride = _per_axis(p["stride"], "stride")
+        check_baseline(p["baseline"])
+        check_score(p["score"])
+        check_batch_size(p["batch_size"])
+        tau = p["tau"]
+        if not isinstance(tau, (int, float)) or not 0 < tau <= 1:
+            raise InputError(f"tau (approximate mode) must be in (0, 1], got {tau!r}")
+        for key, allowed in (("aggregation", AGGREGATIONS), ("border", BORDERS),
+                             ("mode", MODES)):
+            if p[key] not in allowed:
+                raise InputError(f"{key} must be one of {', '.join(allowed)}, got {p[key]!r}")
+
+    def geometry(self, spatial: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Window and stride per axis for an input of this spatial size."""
+        d = len(spatial)
+        window = self._window or tuple(max(1, round(s * 16 / 224)) for s in spatial)
+        if len(window) == 1:
+            window = window * d
+        stride = self._stride or tuple(max(1, w // 2) for w in window)
+        if len(stride) == 1:
+            stride = stride * d
+        if len(window) != d or len(stride) != d:
+            raise InputError(
+                f"window {window} and stride {stride} must have one value per spatial axis "
+                f"of the input ({d}: {tuple(spatial)})"
+            )
+        too_big = [(w, s) for w, s in zip(window, spatial, strict=True) if w > s]
+        if too_big:
+            raise InputError(
+                f"the occlusion window {window} is larger than the image {tuple(spatial)}; "
+                f"use a window no larger than the image in every axis"
+            )
+        return window, stride
+
+    def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
+        if x.dim() not in (4, 5):
+            raise InputError(
+                f"occlusion takes [B, C, H, W] images or [B, C, D, H, W] volumes, got "
+                f"{tuple(x.shape)}"
+            )
+        p = self.params
+        x = x.detach()
+        spatial = tuple(x.shape[2:])
+        window, stride = self.geometry(spatial)
+        starts = [window_starts(s, w, st, p["border"])
+                  for s, w, st in zip(spatial, window, stride, strict=True)]
+        sigma = p["blur_sigma"] or tuple(w / 2 for w in window)
+        if isinstance(sigma, (int, float)):
+            sigma = (float(sigma),) * len(spatial)
+        base = resolve_baseline(p["baseline"], clf, x, sigma)
+        positions = list(itertools.product(*starts))
+        slices = [tuple(slice(s, s + w) for s, w in zip(pos, window, strict=True))
+                  for pos in positions]
+
+        def fill(batch: torch.Tensor, image: int, items: Sequence[int]) -> None:
+            for row, item in enumerate(items):
+                sl = (slice(None), *slices[item])
+                batch[row][sl] = base[image][sl]
+
+        build, engine = None, None
+        mode = p["mode"]
+        if mode != "exact" and (clf.scripted or clf.black_box):
+            warnings.warn(f"occlusion: mode={mode!r} needs to run the model's Python code; "
+                          f"this model is a black box or TorchScript, so every window runs "
+                          f"through the whole model (mode='exact')", stacklevel=2)
+            mode = "exact"
+        if mode != "exact":
+            engine = Engine(p["tau"] if mode == "approximate" else None)
+            current = [-1]
+
+            def build(image: int, items: Sequence[int]) -> PatchTensor:
+                if image != current[0]:
+                    engine.reset()
+                    current[0] = image
+                engine.pos = 0
+                # at least two copies: a batch axis of 1 then marks input-independent tensors
+                chosen = [positions[i] for i in items] * (2 if len(items) == 1 else 1)
+                return occluded_batch(engine, x[image : image + 1], base[image : image + 1],
+                                      chosen, window)
+
+        batch_size = p["batch_size"] or (16 if mode != "exact" else
+                                         auto_batch_size(None, x))
+        d = score_drops(clf, x, targets, p["score"], len(positions), fill, batch_size, build)
+        grid = d.drops.reshape(*d.drops.shape[:2], *(len(s) for s in starts))
+        if p["positive_only"]:
+            grid = grid.clamp_min(0)
+        ind = [indicator(s, w, st, grid) for s, w, st in zip(spatial, window, starts,
+                                                              strict=True)]
+        maps = aggregate(grid, ind, p["aggregation"])
+        if torch.isnan(maps).any():
+            warnings.warn(
+                f"occlusion: stride {stride} is larger than window {window}, so some pixels "
+                f"are covered by no window; they are NaN in the map", stacklevel=2)
+        return Explanation(
+            method=self.name, maps=maps, targets=d.classes, scores=d.clean,
+            probs=probabilities(d.logits, d.classes), signed=not p["positive_only"],
+            params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma), mode=mode,
+                        batch_size=batch_size),
+            native_shape=tuple(grid.shape[2:]),
+            cost=Cost(forward=d.forwards),
+            extras={"grid": grid, "starts": starts, "forward_calls": d.calls,
+                    "full_recompute_ops": dict(engine.fallbacks) if engine else {}},
+        )
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of flattened maps ``[B, T, ...]`` -> ``[B, T]`` (NaN when one
+    map is constant)."""
+    a = a.flatten(2).double()
+    b = b.flatten(2).double()
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    denom = a.norm(dim=-1) * b.norm(dim=-1)
+    return (a * b).sum(-1) / denom.masked_fill(denom == 0, math.nan)
+
+
+def _ranks(a: torch.Tensor) -> torch.Tensor:
+    flat = a.flatten(2)
+    return flat.argsort(-1).argsort(-1).to(torch.float64)
+
+
+def baseline_sensitivity(clf: Classifier, x: Any, baselines: Sequence[Any],
+                         target: Any = None, top_k: int = 1, **params: Any
+                         ) -> dict[str, Any]:
+    """How much the occlusion map changes with the occluding value.
+
+    Runs :class:`Occlusion` once per baseline (same window, stride, score, targets) and
+    compares every pair of maps per image and target with the Pearson correlation of the
+    pixel values and the Spearman rank correlation. Returns::
+
+        {"baselines": [names], "explanations": {name: Explanation},
+         "pairs": [{"a": name, "b": name, "pearson": [[per image, per target]],
+                    "spearman": [[...]], "mean_pearson": float, "mean_spearman": float}],
+         "min_pearson": float}
+
+    A low ``min_pearson`` means the map depends on the arbitrary choice of the occluding
+    value (Zeiler & Fergus' grey square looks like atrophy on an MRI, for instance) and
+    should be read with care.
+    """
+    if len(baselines) < 2:
+        raise InputError("baseline sensitivity needs at least two baselines, e.g. zero,mean,blur")
+    if not isinstance(x, torch.Tensor) or x.dim() == 4:
+        x = clf.preprocess(x)
+    names = [b if isinstance(b, str) else repr(b) if isinstance(b, (int, float))
+             else f"baseline {i}" for i, b in enumerate(baselines)]
+    classes = None
+    explanations: dict[str, Explanation] = {}
+    for name, base in zip(names, baselines, strict=True):
+        t = Targets(target, top_k) if classes is None else Targets(classes)
+        e = Occlusion(baseline=base, **params).explain(clf, x, t)
+        classes = e.targets if target is None or not callable(target) else None
+        explanations[name] = e
+    pairs = []
+    for a, b in itertools.combinations(names, 2):
+        ma, mb = explanations[a].maps, explanations[b].maps
+        pear = _pearson(ma, mb)
+        spear = _pearson(_ranks(ma), _ranks(mb))
+        pairs.append({"a": a, "b": b, "pearson": pear.tolist(), "spearman": spear.tolist(),
+                      "mean_pearson": float(pear.nanmean()),
+                      "mean_spearman": float(spear.nanmean())})
+    return {"baselines": names, "explanations": explanations, "pairs": pairs,
+            "min_pearson": min(p["mean_pearson"] for p in pairs)}

@@ -1,0 +1,142 @@
+"""Incremental (Krypton-style) occlusion gives the same map as plain occlusion."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mindlens
+from mindlens.methods.occlusion import Occlusion
+from mindlens.targets import Targets
+
+from ..conftest import assert_untouched, fingerprint
+
+
+class Zoo(nn.Module):
+    """Every operation the incremental engine handles, plus two it does not (cat, mean)."""
+
+    def __init__(self, dims: int = 2) -> None:
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        self.dims = dims
+        self.c1 = conv(2, 4, 3, padding=1)
+        self.bn = bn(4)
+        self.c2 = conv(4, 4, 3, stride=2, padding=2, dilation=2, groups=2)
+        self.c3 = conv(6, 6, 1)
+        self.head = nn.Linear(12, 3)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        pool = F.max_pool2d if self.dims == 2 else F.max_pool3d
+        avg = F.avg_pool2d if self.dims == 2 else F.avg_pool3d
+        y = self.act(self.bn(self.c1(x)))
+        y = y + 0.5 * F.hardtanh(y, 0.0, 6.0)
+        z = self.c2(y)
+        s = y[:, :, ::2, ::2] if self.dims == 2 else y[:, :, ::2, ::2, ::2]
+        z = torch.sigmoid(z) * 2 + s[:, :, : z.shape[2]]
+        z = F.pad(z, (0, 0) * self.dims + (1, 1))
+        z = pool(z, 3, stride=1, padding=1)
+        z = avg(F.pad(z, (1, 0) * self.dims), 2, stride=1)
+        w = self.c3(z)
+        w += z
+        both = torch.cat([w.mean(dim=tuple(range(2, 2 + self.dims))), w.amax(
+            dim=tuple(range(2, 2 + self.dims)))], dim=1)
+        return self.head(both)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_every_supported_op_matches_exact(dims):
+    torch.manual_seed(0)
+    model = Zoo(dims).double().eval()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    size = (10, 9) if dims == 2 else (7, 8)
+    clf = mindlens.Classifier(model, size, channels=2)
+    shape = (2, 2, 10, 9) if dims == 2 else (1, 2, 6, 7, 8)
+    x = torch.randn(*shape, dtype=torch.float64)
+    before = fingerprint(model)
+    kw = {"window": 3, "stride": 2, "score": "logit", "batch_size": 5}
+    exact = Occlusion(**kw).explain(clf, x, Targets(top_k=2))
+    inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
+    assert_untouched(before, model)
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-12)
+    assert set(inc.extras["full_recompute_ops"]) <= {"mean", "amax", "cat"}
+
+
+@pytest.mark.parametrize(("asset", "window", "stride"), [
+    ("cifar10_resnet20", 12, 10), ("mobilenet_v2", 80, 72)])
+def test_incremental_equals_exact_on_real_models(asset, window, stride, request):
+    clf = request.getfixturevalue(asset.split("_", 1)[1] if asset.startswith("cifar")
+                                  else asset)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, *clf.input_size)
+    kw = {"window": window, "stride": stride, "batch_size": 16}
+    exact = Occlusion(**kw).explain(clf, x, Targets(top_k=2))
+    inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
+    assert torch.equal(inc.targets, exact.targets)
+    scale = exact.maps.abs().max()
+    # float32: recomputing a layer on a smaller region rounds differently
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-4 * float(scale))
+    if asset.startswith("cifar"):  # float64 copy: the same map up to float64 rounding
+        clf64 = copy.copy(clf)
+        clf64.module = copy.deepcopy(clf.module).double()
+        x64 = x.double()
+        exact = Occlusion(**kw).explain(clf64, x64, Targets(top_k=2))
+        inc = Occlusion(mode="incremental", **kw).explain(clf64, x64, Targets(top_k=2))
+        torch.testing.assert_close(inc.maps, exact.maps, rtol=0,
+                                   atol=1e-10 * float(exact.maps.abs().max()))
+    assert set(inc.extras["full_recompute_ops"]) == {"adaptive_avg_pool2d"}
+
+
+class SqueezeExcite(nn.Module):
+    """Per-copy channel gates from a global mean: a second operand that differs between
+    the copies, which the engine must not treat as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        gate = torch.sigmoid(self.fc(y.mean(dim=(2, 3))))[:, :, None, None]
+        y = y * gate
+        return self.head(y.amax(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_per_copy_operands_fall_back_exactly(batch_size):
+    torch.manual_seed(1)
+    clf = mindlens.Classifier(SqueezeExcite().double().eval(), (8, 8), channels=2)
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    kw = {"window": 3, "stride": 2, "score": "logit", "batch_size": batch_size}
+    exact = Occlusion(**kw).explain(clf, x, Targets())
+    inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets())
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-12)
+    assert "mul" in inc.extras["full_recompute_ops"]
+
+
+def test_black_box_falls_back_to_exact():
+    clf = mindlens.Classifier(mindlens.BlackBox(SqueezeExcite().double().eval()), (8, 8),
+                              channels=2)
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="black box or TorchScript"):
+        e = Occlusion(mode="incremental", window=3).explain(clf, x, Targets())
+    assert e.params["mode"] == "exact"
+
+
+def test_approximate_mode_is_close_but_not_claimed_exact():
+    clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
+    x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
+    kw = {"window": 2, "stride": 2, "score": "logit"}
+    exact = Occlusion(**kw).explain(clf, x, Targets()).maps
+    full_tau = Occlusion(mode="approximate", tau=1.0, **kw).explain(clf, x, Targets()).maps
+    torch.testing.assert_close(full_tau, exact, rtol=0, atol=1e-12)  # no cap: exact
+    with pytest.raises(mindlens.InputError, match="tau"):
+        Occlusion(mode="approximate", tau=0)
