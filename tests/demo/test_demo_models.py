@@ -39,7 +39,7 @@ def test_card_weights_and_metadata(name):
     assert info["train_size"] > 0 and info["test_size"] >= 1000
     clf = mindlens.load_model(ASSETS / f"{name}.json")
     assert sum(p.numel() for p in clf.module.parameters()) < 300_000
-    assert clf.layer("auto")[0] == "features.block4"
+    assert clf.layer("auto")[0] == "features"  # the last block's 16x16x64 output
 
 
 def test_retina_model_is_accurate_on_fresh_images():
@@ -69,10 +69,15 @@ def test_shortcut_model_fails_when_the_marker_moves(swapped):
 
 
 def test_gradcam_finds_the_marker(swapped):
-    """Grad-CAM for "diseased" on healthy images with the marker: most of the map's mass
-    lies on the marker. The marker covers < 1 % of the image; Grad-CAM works at the 16x16
-    feature map (8 px cells) and is upsampled bilinearly, so mass is counted inside the
-    marker box grown by one cell (8 px), a region of < 5 % of the image."""
+    """Grad-CAM for "diseased" on healthy images with the marker puts its mass on the marker.
+
+    The marker covers 0.7 % of the image. Mass share = sum of the map inside a region / sum
+    of the map. Inside the exact marker mask the share must be >= 5x the marker's area share
+    on every image (measured: about 11x). Grad-CAM works on the 16x16 feature map (one cell
+    per 8 px) and is upsampled bilinearly, so its mass cannot stay inside a 6 px high strip:
+    inside the marker grown by two cells (16 px, under 6 % of the image) the median share
+    must exceed one half (measured: about 0.65).
+    """
     from skimage.morphology import dilation, footprint_rectangle
 
     clf = load_shortcut_model()
@@ -82,11 +87,13 @@ def test_gradcam_finds_the_marker(swapped):
     ex = mindlens.explain(clf, list(x[keep]), "gradcam", target=1)
     assert_untouched(before, clf.module)
     maps = ex.maps[:, 0].numpy()
-    region = np.stack([dilation(m, footprint_rectangle((17, 17))) for m in marks[keep]])
-    assert region.mean() < 0.05
-    share = (maps * region).sum((1, 2)) / np.maximum(maps.sum((1, 2)), 1e-12)
-    assert np.median(share) > 0.5, share
-    assert (share > region.mean((1, 2))).mean() > 0.9  # far above the area share
+    total = np.maximum(maps.sum((1, 2)), 1e-12)
+    exact = marks[keep]
+    share = (maps * exact).sum((1, 2)) / total
+    assert (share >= 5 * exact.mean((1, 2))).all(), share / exact.mean((1, 2))
+    grown = np.stack([dilation(m, footprint_rectangle((33, 33))) for m in exact])
+    assert grown.mean() < 0.06
+    assert np.median((maps * grown).sum((1, 2)) / total) > 0.5
 
 
 def test_demo_cases():

@@ -4,8 +4,8 @@ A strided 5x5 stem and three 3x3 convolution blocks (convolution, batch norm, Re
 pooling after the first two) turn a 128x128 fundus image into a 16x16x64 feature map (one
 cell per 8x8 pixels); global average pooling and one linear layer give the two logits
 (healthy, diseased). With this head
-CAM applies exactly (Zhou et al. 2016, arXiv:1512.04150), and the last block
-(``features.block4``) is the layer Grad-CAM picks with ``layer="auto"``. About 62k
+CAM applies exactly (Zhou et al. 2016, arXiv:1512.04150), and ``layer="auto"``
+picks ``features`` (the 16x16x64 output of the last block) for Grad-CAM. About 62k
 parameters: small enough to train on two CPU cores in minutes.
 """
 
