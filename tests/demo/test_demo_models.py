@@ -7,17 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.conftest import assert_untouched, fingerprint
 
 import mindlens
 from mindlens.demo import (
     ASSETS,
     demo_cases,
+    demo_unit_path,
     load_retina_model,
     load_shortcut_model,
     retina,
     shortcut,
 )
+from tests.conftest import assert_untouched, fingerprint
 
 FRESH_SEED = 4242  # the models were trained on seed 0 and tested on seed 1
 
@@ -107,3 +108,11 @@ def test_demo_cases():
     assert sick["label"] == 1 and sick["mask"].any() and sick["p_diseased"] > 0.5
     assert well["label"] == 0 and not well["mask"].any() and well["p_diseased"] < 0.5
     assert short["label"] == 0 and short["marker_mask"].any()
+
+
+def test_demo_unit_path():
+    for name in ("retina", "shortcut"):
+        path = demo_unit_path(name)
+        assert path is None or (path.name == f"{name}_mace.safetensors" and path.exists())
+    with pytest.raises(ValueError, match="demo model"):
+        demo_unit_path("resnet")

@@ -23,8 +23,8 @@ from . import retina, shortcut
 ASSETS = Path(__file__).parent / "assets"
 MODELS = ("retina", "shortcut")
 
-__all__ = ["ASSETS", "MODELS", "demo_cases", "load_demo_model", "load_retina_model",
-           "load_shortcut_model", "retina", "shortcut"]
+__all__ = ["ASSETS", "MODELS", "demo_cases", "demo_unit_path", "load_demo_model",
+           "load_retina_model", "load_shortcut_model", "retina", "shortcut"]
 
 
 def card_path(name: str) -> Path:
@@ -36,6 +36,13 @@ def card_path(name: str) -> Path:
 def load_demo_model(name: str) -> Classifier:
     """A bundled demo model (``"retina"`` or ``"shortcut"``) through its model card."""
     return load_model(card_path(name))
+
+
+def demo_unit_path(name: str) -> Path | None:
+    """The bundled MACE concept unit of a demo model (``assets/<name>_mace.safetensors``,
+    written by ``python -m mindlens.methods.mace.demo_unit``), or None if none is bundled."""
+    path = card_path(name).with_name(f"{name}_mace.safetensors")
+    return path if path.exists() else None
 
 
 def load_retina_model() -> Classifier:
