@@ -351,9 +351,9 @@ def spawn(spec: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
 
 
 # -- report --------------------------------------------------------------------------------
-def add_ratios(rows: list[dict[str, Any]], stat: str = "min_ms") -> None:
-    """Ratios from the fastest call of each case by default: on a shared host the fastest
-    call is the one least disturbed by other processes (``--ratio-stat ms`` for medians)."""
+def add_ratios(rows: list[dict[str, Any]], stat: str = "ms") -> None:
+    """Ratios of medians by default (``--ratio-stat min_ms``: of the fastest calls, which on
+    a shared host are the least disturbed, but a single lucky call can skew them)."""
     by = {(r["model"], r["batch"], r["case"]): r for r in rows if "ms" in r}
     for r in rows:
         if "ms" not in r:
@@ -417,8 +417,8 @@ def main() -> None:
     ap.add_argument("--interleave", action="store_true",
                     help="one process per model, cases timed round-robin (fairer ratios on "
                          "a busy host; no per-case memory isolation)")
-    ap.add_argument("--ratio-stat", choices=("min_ms", "ms"), default="min_ms",
-                    help="ratios from the fastest call (default) or the median")
+    ap.add_argument("--ratio-stat", choices=("ms", "min_ms"), default="ms",
+                    help="ratios of medians (default) or of the fastest calls")
     ap.add_argument("--json", help="also write all rows to this JSON file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()

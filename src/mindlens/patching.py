@@ -35,7 +35,8 @@ class ModelPatch:
     def __enter__(self) -> ModelPatch:
         self._training = [(m, m.training) for m in self.model.modules()]
         self._requires_grad = [(p, p.requires_grad) for p in self.model.parameters()]
-        self.model.eval()
+        if any(mode for _, mode in self._training):
+            self.model.eval()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -46,7 +47,8 @@ class ModelPatch:
             undo()
         self._undo.clear()
         for module, mode in self._training:
-            module.training = mode
+            if module.training != mode:  # nn.Module.__setattr__ is slow: only what changed
+                module.training = mode
         for param, flag in self._requires_grad:
             param.requires_grad_(flag)
 

@@ -11,7 +11,7 @@ a rule for the backward signal ``R`` at forward input ``a``:
 - ``"deconvnet"`` (Zeiler & Fergus 2014): ``relu(R)``
 
 Nothing on the model changes, so in-place and re-used modules need no special care; an
-in-place call keeps its in-place semantics by copying the result back into its input.
+in-place call stays in place (an autograd function that marks its input dirty).
 
 Other activations (SiLU, GELU, LeakyReLU, ...) have no standard guided rule. The policy
 ``other="gradient"`` (default) keeps their ordinary gradient and warns once, naming them;
@@ -49,9 +49,8 @@ class _Gate(torch.autograd.Function):
     The gate is read from one saved tensor with PyTorch's fused backward kernels
     (``threshold_backward``/``hardtanh_backward``), as the native activations do: no boolean
     mask is built in the forward pass. ``a`` is the output ``out`` (``use_out=True``: ReLU,
-    which PyTorch also saves by its result, and in-place calls, whose input is overwritten)
-    or the input ``x``; ``out`` lies strictly inside the gate exactly when ``x`` does,
-    because ``out = clamp(x, lo, hi)``.
+    which PyTorch also saves by its result) or the input ``x``; ``out`` lies strictly inside
+    the gate exactly when ``x`` does, because ``out = clamp(x, lo, hi)``.
     """
 
     @staticmethod
@@ -64,14 +63,40 @@ class _Gate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        if ctx.rule != "guided":
-            return grad.clamp_min(0), None, None, None, None, None
-        (a,) = ctx.saved_tensors
-        if ctx.hi is None:  # zero where a <= lo: the ordinary ReLU backward
-            gated = torch.ops.aten.threshold_backward(grad, a, ctx.lo)
-        else:  # zero where a <= lo or a >= hi: the ordinary ReLU6/hardtanh backward
-            gated = torch.ops.aten.hardtanh_backward(grad, a, ctx.lo, ctx.hi)
-        return gated.clamp_min_(0), None, None, None, None, None  # our own tensor: in place
+        return _rule_backward(ctx, grad), None, None, None, None, None
+
+
+class _GateInplace(torch.autograd.Function):
+    """The in-place variant (``relu_``, ``nn.ReLU(inplace=True)``, ...): clamps ``x`` in
+    place and marks it dirty, like PyTorch's own in-place activations, so no copy is made;
+    the backward reads the gate from the clamped ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lo: float, hi: float | None, rule: str
+                ) -> torch.Tensor:
+        x.clamp_(lo, hi)
+        ctx.mark_dirty(x)
+        if rule == "guided":
+            ctx.save_for_backward(x)
+        ctx.rule, ctx.lo, ctx.hi = rule, lo, hi
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return _rule_backward(ctx, grad), None, None, None
+
+
+def _rule_backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    """``relu(R)`` (DeconvNet), or ``1[lo < a < hi] * relu(R)`` (guided) with the saved
+    ``a``."""
+    if ctx.rule != "guided":
+        return grad.clamp_min(0)
+    (a,) = ctx.saved_tensors
+    if ctx.hi is None:  # zero where a <= lo: the ordinary ReLU backward
+        gated = torch.ops.aten.threshold_backward(grad, a, ctx.lo)
+    else:  # zero where a <= lo or a >= hi: the ordinary ReLU6/hardtanh backward
+        gated = torch.ops.aten.hardtanh_backward(grad, a, ctx.lo, ctx.hi)
+    return gated.clamp_min_(0)  # a fresh tensor of our own: in place is safe
 
 
 def _arg(args: tuple, kwargs: dict, pos: int, name: str, default: Any) -> Any:
@@ -108,13 +133,12 @@ class ModifiedActivations(TorchFunctionMode):
             inplace = func in _INPLACE or bool(kwargs.get("inplace", False)) or (
                 func in _HARDTANH and _arg(args, kwargs, 3, "inplace", False)) or (
                 func in _RELU and _arg(args, kwargs, 1, "inplace", False) is True)
+            self.counts[getattr(func, "__name__", str(func))] += 1
+            if inplace:
+                return _GateInplace.apply(x, lo, hi, self.rule)
             with torch.no_grad():
                 out = x.clamp(lo, hi)
-            self.counts[getattr(func, "__name__", str(func))] += 1
-            result = _Gate.apply(x, out, lo, hi, self.rule, inplace or func in _RELU)
-            if inplace:
-                return x.copy_(result)
-            return result
+            return _Gate.apply(x, out, lo, hi, self.rule, func in _RELU)
         if func in _OTHER:
             name = getattr(func, "__name__", str(func))
             self.others[name] += 1
