@@ -27,6 +27,7 @@ from .base import Method, Needs, register
 from .incremental import Engine, PatchTensor, occluded_batch
 from .perturbation import (
     auto_batch_size,
+    baseline_param,
     check_baseline,
     check_batch_size,
     check_score,
@@ -253,7 +254,7 @@ class Occlusion(Method):
             method=self.name, maps=maps, targets=d.classes, scores=d.clean,
             probs=probabilities(d.logits, d.classes), signed=not p["positive_only"],
             params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma), mode=mode,
-                        batch_size=batch_size),
+                        batch_size=batch_size, baseline=baseline_param(p["baseline"])),
             native_shape=tuple(grid.shape[2:]),
             cost=Cost(forward=d.forwards),
             extras={"grid": grid, "starts": starts, "forward_calls": d.calls,
