@@ -140,3 +140,20 @@ def test_approximate_mode_is_close_but_not_claimed_exact():
     torch.testing.assert_close(full_tau, exact, rtol=0, atol=1e-12)  # no cap: exact
     with pytest.raises(mindlens.InputError, match="tau"):
         Occlusion(mode="approximate", tau=0)
+
+
+def test_approximate_mode_measures_its_error():
+    torch.manual_seed(2)
+    clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
+    x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
+    kw = {"window": 2, "stride": 2, "score": "logit"}
+    exact = Occlusion(**kw).explain(clf, x, Targets())
+    approx = Occlusion(mode="approximate", tau=0.3, check_windows=100, **kw).explain(
+        clf, x, Targets())
+    report = approx.extras["approximation"]
+    n = exact.extras["grid"][0, 0].numel()
+    assert report["windows"] == n  # every window: the check sees the true error
+    true_err = float((approx.extras["grid"] - exact.extras["grid"]).abs().max())
+    assert true_err > 1e-6  # the cap really dropped changes
+    assert report["max_abs_error"] == pytest.approx(true_err, abs=1e-12)
+    assert approx.cost.forward == exact.cost.forward + n

@@ -215,3 +215,17 @@ def test_baseline_sensitivity():
     assert out["pairs"][0]["pearson"][1][0] == pytest.approx(expected, abs=1e-12)
     same = baseline_sensitivity(clf, x, ["zero", 0.0 * x], window=3)
     assert same["min_pearson"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_explanation_saves_and_loads(tmp_path):
+    clf = tiny_clf()
+    x = torch.randn(1, 2, 9, 11, dtype=torch.float64)
+    e = Occlusion(window=3, baseline=lambda t: t.mean() + 0 * t).explain(clf, x, Targets())
+    e.save(tmp_path / "occ.pt")
+    back = mindlens.Explanation.load(tmp_path / "occ.pt")
+    assert torch.equal(back.maps, e.maps) and back.params["baseline"].startswith("callable")
+    labels = torch.arange(99).reshape(9, 11) % 4
+    a = mindlens.explain(clf, x, "area_occlusion", regions=labels)
+    a.save(tmp_path / "area.pt")
+    assert mindlens.Explanation.load(tmp_path / "area.pt").extras["regions"] == \
+        a.extras["regions"]

@@ -26,6 +26,7 @@ from ..targets import Targets, probabilities
 from .base import Method, Needs, register
 from .perturbation import (
     auto_batch_size,
+    baseline_param,
     check_baseline,
     check_batch_size,
     check_score,
@@ -252,7 +253,7 @@ class AreaOcclusion(Method):
                  "drop_per_pixel": (drops[b, :, j] / size).tolist()}
                 for j, (r, size) in enumerate(zip(region_ids.tolist(), sizes, strict=True))
             ])
-        params = dict(p)
+        params = dict(p, baseline=baseline_param(p["baseline"]))
         if not isinstance(p["regions"], (str, Path)):
             params["regions"] = "label map"
         return Explanation(

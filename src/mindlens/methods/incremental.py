@@ -29,8 +29,6 @@ caller against the exact map.
 
 from __future__ import annotations
 
-import inspect
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,11 +42,6 @@ _UNARY_NAMES = {
     "mish", "softplus", "clamp", "clamp_", "clip", "clamp_min", "clamp_max", "batch_norm",
     "dropout", "neg", "abs", "exp", "square", "sqrt", "prelu",
 }
-_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_MAX_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
-             "return_indices")
-_AVG_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-             "divisor_override")
 _BINARY_NAMES = {"add", "sub", "mul", "div", "maximum", "minimum", "__add__", "__radd__",
                  "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "add_", "mul_"}
 _WINDOWED = {"conv1d", "conv2d", "conv3d", "max_pool1d", "max_pool2d", "max_pool3d",
@@ -138,7 +131,9 @@ class PatchTensor:
         return getattr(self.full(), name)
 
     def __getitem__(self, index: Any) -> Any:
-        return _getitem(self, index)
+        from .incremental_ops import getitem
+
+        return getitem(self, index)
 
     def __add__(self, other: Any) -> Any:
         return torch.add(self, other)
@@ -215,15 +210,17 @@ class PatchTensor:
         pts = [a for a in (*args, *kwargs.values()) if isinstance(a, PatchTensor)]
         name = _name(func)
         me = pts[0]
+        from . import incremental_ops as ops
+
         handler = None
         if name in _UNARY_NAMES and len(pts) == 1 and isinstance(args[0], PatchTensor):
-            handler = _unary
+            handler = ops.unary
         elif name in _BINARY_NAMES:
-            handler = _binary
+            handler = ops.binary
         elif name in _WINDOWED and isinstance(args[0], PatchTensor) and len(pts) == 1:
-            handler = _windowed
+            handler = ops.windowed
         elif name in ("pad", "constant_pad_nd") and isinstance(args[0], PatchTensor):
-            handler = _pad
+            handler = ops.pad
         if handler is not None:
             out = handler(func, args, kwargs)
             if out is not NotImplemented:
@@ -262,255 +259,6 @@ def _materialize(values: Any) -> list[Any]:
             v = type(v)(_materialize(v))
         out.append(v)
     return out
-
-
-def _bind(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
-          ) -> inspect.BoundArguments | None:
-    try:
-        return inspect.signature(func).bind(*args, **kwargs)
-    except (TypeError, ValueError):
-        return None
-
-
-def _out_of_place(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
-                  ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]:
-    """Turn ``relu_`` / ``inplace=True`` into the out-of-place call; say if it was in place."""
-    name = _name(func)
-    inplace = False
-    if name.endswith("_") and not name.endswith("__"):
-        alt = getattr(torch, name[:-1], None)
-        if alt is None:
-            return func, tuple(args), kwargs, False
-        func, inplace = alt, True
-    bound = _bind(func, args, kwargs)
-    if bound is not None and bound.arguments.get("inplace"):
-        bound.arguments["inplace"] = False
-        return func, tuple(bound.args), dict(bound.kwargs), True
-    return func, tuple(args), kwargs, inplace
-
-
-def _unary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    x: PatchTensor = args[0]
-    if _name(func) == "batch_norm":
-        bound = _bind(func, args, kwargs)
-        if bound is None or bound.arguments.get("training"):
-            return NotImplemented
-    if _name(func) == "dropout":
-        bound = _bind(func, args, kwargs)
-        if bound is None or bound.arguments.get("training", True):
-            return NotImplemented
-    extra = [a for a in (*args[1:], *kwargs.values()) if isinstance(a, torch.Tensor)]
-    if _name(func) in ("batch_norm", "prelu"):  # per-channel parameters
-        if any(a.dim() > 1 for a in extra):
-            return NotImplemented
-    elif any(_varies(a, x) for a in extra):
-        return NotImplemented
-    fn, full_args, kw, inplace = _out_of_place(func, args, kwargs)
-    rest = full_args[1:]
-    clean = x.engine.clean(_name(fn), lambda: fn(x.clean, *rest, **kw))
-    out = PatchTensor(x.engine, clean, fn(x.patch, *rest, **kw), x.start, x.lo, x.hi)
-    return x._assign(out) if inplace else out
-
-
-def _varies(value: Any, x: PatchTensor) -> bool:
-    """A second operand the patch trick cannot use: one with spatial extent (its trailing
-    axes, as broadcasting aligns them, are not all 1), or one that differs between the
-    copies (batch axis > 1, e.g. squeeze-and-excitation gates computed from copies that
-    were already materialised). Copies always come in batches of at least two, so a batch
-    axis of 1 means the operand does not depend on the input."""
-    if not isinstance(value, torch.Tensor):
-        return False
-    d = x.ndim - 2
-    if any(s != 1 for s in value.shape[max(0, value.dim() - d):]):
-        return True
-    return value.dim() == x.ndim and value.shape[0] != 1
-
-
-def _union(a: PatchTensor, b: PatchTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                      list[int]]:
-    lo, hi = np.minimum(a.lo, b.lo), np.maximum(a.hi, b.hi)
-    for x in (a, b):  # reuse one operand's box when it holds every change of both
-        size = list(x.patch.shape[2:])
-        if (x.start <= lo).all() and (x.start + np.array(size) >= hi).all():
-            return lo, hi, x.start, size
-    spatial = a.clean.shape[2:]
-    size = [max(1, int((hi - lo)[:, k].max())) for k in range(lo.shape[1])]
-    start = np.stack([np.clip(lo[:, k], 0, spatial[k] - size[k]) for k in range(len(size))],
-                     axis=1)
-    return lo, hi, start, size
-
-
-def _binary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    fn, args, kwargs, inplace = _out_of_place(func, args, kwargs)
-    if len(args) < 2:
-        return NotImplemented
-    a, b = args[0], args[1]
-    rest = tuple(args[2:])
-    if isinstance(a, PatchTensor) and isinstance(b, PatchTensor):
-        if a.clean.shape != b.clean.shape or a.patch.shape[0] != b.patch.shape[0]:
-            return NotImplemented
-        lo, hi, start, size = _union(a, b)
-        pa, pb = a.region(start, size), b.region(start, size)
-        clean = a.engine.clean(_name(fn), lambda: fn(a.clean, b.clean, *rest, **kwargs))
-        out = PatchTensor(a.engine, clean, fn(pa, pb, *rest, **kwargs), start, lo, hi)
-    else:
-        x = a if isinstance(a, PatchTensor) else b
-        other = b if x is a else a
-        if _varies(other, x):
-            return NotImplemented
-        if x is a:
-            clean = x.engine.clean(_name(fn), lambda: fn(x.clean, other, *rest, **kwargs))
-            patch = fn(x.patch, other, *rest, **kwargs)
-        else:
-            clean = x.engine.clean(_name(fn), lambda: fn(other, x.clean, *rest, **kwargs))
-            patch = fn(other, x.patch, *rest, **kwargs)
-        out = PatchTensor(x.engine, clean, patch, x.start, x.lo, x.hi)
-    return a._assign(out) if inplace and isinstance(a, PatchTensor) else out
-
-
-def _tuple(value: Any, d: int) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * d
-    value = tuple(int(v) for v in value)
-    return value * d if len(value) == 1 else value
-
-
-def _windowed(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    x: PatchTensor = args[0]
-    name = _name(func).lstrip("_")
-    d = x.ndim - 2
-    names = (_CONV_ARGS if name.startswith("conv") else
-             _MAX_ARGS if name.startswith("max") else _AVG_ARGS)
-    p = dict(zip(names, args, strict=False))
-    p.update(kwargs)
-    if name.startswith("conv"):
-        if isinstance(p.get("padding", 0), str):
-            return NotImplemented
-        weight = p["weight"]
-        kernel = tuple(weight.shape[2:])
-        stride, pad = _tuple(p.get("stride", 1), d), _tuple(p.get("padding", 0), d)
-        dil = _tuple(p.get("dilation", 1), d)
-        fill = 0.0
-
-        def op(region: torch.Tensor) -> torch.Tensor:
-            return func(region, weight, p.get("bias"), stride, 0, dil, p.get("groups", 1))
-    else:
-        if p.get("ceil_mode") or p.get("return_indices"):
-            return NotImplemented
-        kernel = _tuple(p["kernel_size"], d)
-        stride = _tuple(p.get("stride") or kernel, d)
-        pad = _tuple(p.get("padding", 0), d)
-        dil = _tuple(p.get("dilation", 1), d)
-        is_max = name.startswith("max")
-        if not is_max and any(pad) and (not p.get("count_include_pad", True)
-                                        or p.get("divisor_override")):
-            return NotImplemented
-        fill = -math.inf if is_max else 0.0
-
-        def op(region: torch.Tensor) -> torch.Tensor:
-            if is_max:
-                return func(region, kernel, stride, 0, dil)
-            return func(region, kernel, stride, 0)
-    clean = x.engine.clean(name, lambda: func(x.clean, *args[1:], **kwargs))
-    out_size = clean.shape[2:]
-    keff = [dl * (k - 1) + 1 for dl, k in zip(dil, kernel, strict=True)]
-    lo = np.stack([np.clip(-(-(x.lo[:, a] + pad[a] - keff[a] + 1) // stride[a]), 0,
-                           out_size[a]) for a in range(d)], axis=1)
-    hi = np.stack([np.clip((x.hi[:, a] - 1 + pad[a]) // stride[a] + 1, 0, out_size[a])
-                   for a in range(d)], axis=1)
-    hi = np.maximum(hi, lo)
-    lo, hi = _cap(x.engine.tau, lo, hi, out_size)
-    if all(k == 1 for k in keff) and all(v == 1 for v in stride) and not any(pad):
-        start, size = x.start, list(x.patch.shape[2:])  # point-wise: keep the box
-    else:
-        size = [max(1, int((hi - lo)[:, a].max())) for a in range(d)]
-        start = np.stack([np.clip(lo[:, a], 0, out_size[a] - size[a]) for a in range(d)],
-                         axis=1)
-    r0 = start * np.array(stride) - np.array(pad)
-    rsize = [(size[a] - 1) * stride[a] + keff[a] for a in range(d)]
-    patch = op(x.region(r0, rsize, fill))
-    return PatchTensor(x.engine, clean, patch, start, lo, hi)
-
-
-def _cap(tau: float | None, lo: np.ndarray, hi: np.ndarray, size: Sequence[int]
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """Krypton's projective-field threshold: keep at most ``tau * size`` positions per axis
-    around the centre of the change (approximate mode only)."""
-    if tau is None:
-        return lo, hi
-    cap = np.array([max(1, math.ceil(tau * s)) for s in size])
-    width = hi - lo
-    over = width > cap
-    centre = (lo + hi) // 2
-    new_lo = np.where(over, np.clip(centre - cap // 2, 0, np.array(size) - cap), lo)
-    return new_lo, np.where(over, new_lo + cap, hi)
-
-
-def _getitem(x: PatchTensor, index: Any) -> Any:
-    idx = index if isinstance(index, tuple) else (index,)
-    d = x.ndim - 2
-    if len(idx) > x.ndim or not all(isinstance(i, slice) for i in idx) or \
-            (idx and idx[0] != slice(None)):
-        return x.full()[index]
-    idx = tuple(idx) + (slice(None),) * (x.ndim - len(idx))
-    chan = idx[1]
-    out = x
-    if chan != slice(None):
-        clean = x.engine.clean("getitem_c", lambda: x.clean[:, chan])
-        out = PatchTensor(x.engine, clean, x.patch[:, chan], x.start, x.lo, x.hi)
-    for a, sl in enumerate(idx[2:]):
-        if sl == slice(None):
-            continue
-        n = x.clean.shape[2 + a]
-        first, stop, step = sl.indices(n)
-        if step < 1:
-            return x.full()[index]
-        out = _strided(out, a, first, stop, step, d)
-    return out
-
-
-def _strided(x: PatchTensor, axis: int, first: int, stop: int, step: int, d: int
-             ) -> PatchTensor:
-    """``x[..., first:stop:step, ...]`` along one spatial axis."""
-    sl = [slice(None)] * (2 + d)
-    sl[2 + axis] = slice(first, stop, step)
-    clean = x.engine.clean("getitem_s", lambda: x.clean[tuple(sl)])
-    out_n = clean.shape[2 + axis]
-    lo, hi = x.lo.copy(), x.hi.copy()
-    lo[:, axis] = np.clip(-(-(x.lo[:, axis] - first) // step), 0, out_n)
-    hi[:, axis] = np.clip(-(-(x.hi[:, axis] - first) // step), 0, out_n)
-    hi = np.maximum(hi, lo)
-    size = [x.patch.shape[2 + a] for a in range(d)]
-    size[axis] = max(1, int((hi - lo)[:, axis].max()))
-    start = x.start.copy()
-    start[:, axis] = np.clip(lo[:, axis], 0, out_n - size[axis])
-    r0 = x.start.copy()
-    r0[:, axis] = first + start[:, axis] * step
-    rsize = [x.patch.shape[2 + a] for a in range(d)]
-    rsize[axis] = (size[axis] - 1) * step + 1
-    region = x.region(r0, rsize)
-    take = [slice(None)] * (2 + d)
-    take[2 + axis] = slice(None, None, step)
-    return PatchTensor(x.engine, clean, region[tuple(take)], start, lo, hi)
-
-
-def _pad(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    x: PatchTensor = args[0]
-    p = dict(zip(("input", "pad", "mode", "value"), args, strict=False))
-    p.update(kwargs)
-    pads = list(p.get("pad", ()))
-    if p.get("mode", "constant") != "constant" or any(v < 0 for v in pads):
-        return NotImplemented
-    d = x.ndim - 2
-    pads += [0] * (2 * x.ndim - len(pads))
-    spatial_lo = np.array([pads[2 * (d - 1 - a)] for a in range(d)])
-    if any(pads[2 * d + 2 :]):
-        return NotImplemented  # padding the batch axis
-    value = p.get("value") or 0.0
-    clean = x.engine.clean("pad", lambda: F.pad(x.clean, pads[: 2 * d + 2], value=value))
-    patch = F.pad(x.patch, [0] * (2 * d) + pads[2 * d : 2 * d + 2], value=value)
-    return PatchTensor(x.engine, clean, patch, x.start + spatial_lo, x.lo + spatial_lo,
-                       x.hi + spatial_lo)
 
 
 def occluded_batch(engine: Engine, x: torch.Tensor, base: torch.Tensor,

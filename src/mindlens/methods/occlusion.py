@@ -27,6 +27,7 @@ from .base import Method, Needs, register
 from .incremental import Engine, PatchTensor, occluded_batch
 from .perturbation import (
     auto_batch_size,
+    baseline_param,
     check_baseline,
     check_batch_size,
     check_score,
@@ -128,7 +129,8 @@ class Occlusion(Method):
     ``"exact"`` (every occluded copy through the whole model), ``"incremental"`` (the same
     map, recomputing each layer only where the window can change it, Krypton-style: see
     :mod:`mindlens.methods.incremental`), ``"approximate"`` (incremental with Krypton's
-    projective-field cap ``tau``: faster, not exact).
+    projective-field cap ``tau``: faster, not exact; ``check_windows`` evenly spaced
+    windows are also run exactly, and the measured error is in ``extras["approximation"]``).
 
     Cost: ``N + 1`` model evaluations per image, ``N`` = number of window positions.
     """
@@ -141,7 +143,8 @@ class Occlusion(Method):
     reference = "Zeiler & Fergus 2014, ECCV, arXiv:1311.2901"
     defaults = {"window": None, "stride": None, "baseline": "zero", "score": "prob",
                 "aggregation": "mean", "border": "cover", "positive_only": False,
-                "batch_size": None, "blur_sigma": None, "mode": "exact", "tau": 0.5}
+                "batch_size": None, "blur_sigma": None, "mode": "exact", "tau": 0.5,
+                "check_windows": 8}
 
     @property
     def signed(self) -> bool:
@@ -233,6 +236,10 @@ class Occlusion(Method):
         batch_size = p["batch_size"] or (16 if mode != "exact" else
                                          auto_batch_size(None, x))
         d = score_drops(clf, x, targets, p["score"], len(positions), fill, batch_size, build)
+        extras: dict[str, Any] = {}
+        if mode == "approximate":
+            extras["approximation"] = self._check(clf, x, targets, d.drops, fill, batch_size)
+            d.forwards += extras["approximation"]["windows"]
         grid = d.drops.reshape(*d.drops.shape[:2], *(len(s) for s in starts))
         if p["positive_only"]:
             grid = grid.clamp_min(0)
@@ -247,12 +254,33 @@ class Occlusion(Method):
             method=self.name, maps=maps, targets=d.classes, scores=d.clean,
             probs=probabilities(d.logits, d.classes), signed=not p["positive_only"],
             params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma), mode=mode,
-                        batch_size=batch_size),
+                        batch_size=batch_size, baseline=baseline_param(p["baseline"])),
             native_shape=tuple(grid.shape[2:]),
             cost=Cost(forward=d.forwards),
             extras={"grid": grid, "starts": starts, "forward_calls": d.calls,
-                    "full_recompute_ops": dict(engine.fallbacks) if engine else {}},
+                    "full_recompute_ops": dict(engine.fallbacks) if engine else {},
+                    **extras},
         )
+
+    def _check(self, clf: Classifier, x: torch.Tensor, targets: Targets,
+               drops: torch.Tensor, fill: Any, batch_size: int) -> dict[str, Any]:
+        """Measure the approximate mode's error: ``check_windows`` evenly spaced windows
+        are also run exactly through the whole model (their cost is added)."""
+        n = drops.shape[2]
+        k = min(int(self.params["check_windows"]), n)
+        if k == 0:
+            return {"windows": 0}
+        sample = torch.linspace(0, n - 1, k).round().long().unique().tolist()
+
+        def fill_sample(batch: torch.Tensor, image: int, items: Sequence[int]) -> None:
+            fill(batch, image, [sample[i] for i in items])
+
+        exact = score_drops(clf, x, targets, self.params["score"], len(sample), fill_sample,
+                            batch_size).drops
+        err = float((drops[:, :, sample] - exact).abs().max())
+        scale = float(exact.abs().max())
+        return {"windows": len(sample), "max_abs_error": err, "max_abs_exact_drop": scale,
+                "relative_error": err / scale if scale > 0 else float("nan")}
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,13 @@ def check_baseline(baseline: Any) -> None:
         )
 
 
+def baseline_param(baseline: Any) -> Any:
+    """The baseline as recorded in ``Explanation.params`` (a callable cannot be saved)."""
+    if callable(baseline) and not isinstance(baseline, torch.Tensor):
+        return f"callable {getattr(baseline, '__name__', type(baseline).__name__)}"
+    return baseline
+
+
 def check_batch_size(batch_size: Any) -> None:
     if batch_size is None:
         return
