@@ -5,8 +5,9 @@
 ['saliency', 'guided_backprop', 'deconvnet']
 """
 
-# importing registers the methods
-from . import area_occlusion, cam, gradient, lrp, mace, occlusion  # noqa: F401
+# importing registers the methods (in this order: the order the CLI and reports list them)
+from . import cam, gradient, lrp, mace  # noqa: F401, I001
+from . import occlusion, area_occlusion  # noqa: F401  (perturbation family last)
 from .base import Method, Needs, get, names, register
 
 __all__ = ["Method", "Needs", "get", "names", "register"]
