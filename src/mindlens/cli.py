@@ -207,11 +207,14 @@ def demo_cmd(
             clf = models[case["model"]]
             x = clf.preprocess(case["image"])
             results, skipped = {}, []
+            wrong = (case["p_diseased"] > 0.5) != (case["label"] == 1)
             for name in names:
                 # 16 px windows, stride 8: a 15x15 grid, readable and quick on a laptop CPU
                 params: dict[str, Any] = {"window": 16, "stride": 8} if name == "occlusion" \
                     else {}
                 if name == "mace":
+                    # concepts explain any class: on a wrong decision show both classes
+                    params["target"] = [[1, 0]] if wrong else 1
                     unit = demo_unit_path(case["model"])
                     if unit is None:
                         skipped.append("MACE: no concept unit is bundled for this model")
@@ -219,14 +222,17 @@ def demo_cmd(
                         continue
                     params["unit"] = str(unit)
                 try:
-                    results[name] = explain(clf, x, name, target=1, **params)
+                    results[name] = explain(clf, x, name, **{"target": 1, **params})
                 except NotApplicableError as e:
                     skipped.append(f"{methods.get(name).title}: {e}")
                 progress.advance(task)
             mask = case["mask"] | case["marker_mask"]
             note = ("Every map explains the class 'diseased'. The green outline marks the "
                     "lesions" + (" and the corner marker" if case["marker_mask"].any() else "")
-                    + f"; model: {clf.name}.")
+                    + f"; model: {clf.name}."
+                    + (" MACE concepts also explain 'healthy', "
+                       + ("the model's (wrong) decision." if case["label"] == 1 else
+                          "the true class.") if wrong and "mace" in results else ""))
             report.add(x, results, titles=[case["title"]], masks=mask[None],
                        pixels=case["image"][None], notes=[[note, *skipped]], classifier=clf)
     path = report.write(out_dir / "report.html")

@@ -3,13 +3,17 @@
 For each image: the picture (with the expert's marks, if given), the model's top classes
 with their probabilities, and one heat map per method and explained class, each with a
 plain-language sentence saying what its colours mean and a line saying what the method
-needs from the model.
+needs from the model. Concept explanations (MACE) get a concept panel under their map: the
+top concepts with their share of the evidence, where each is found in the image and the
+training patches it looks like, and the concept summary's fidelity in plain words.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import html
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from jinja2 import Environment, PackageLoader, select_autoescape
+from PIL import Image
 
 from . import __version__, methods
 from .explanation import Explanation
@@ -43,6 +48,30 @@ class Table:
 
 
 @dataclass
+class Concept:
+    """One concept of a class as the report shows it."""
+
+    rank: int
+    share: float  # signed share of the concepts' evidence, in [-1, 1]
+    contribution: float  # rho_{c,q}, its term in the class relevance logit
+    found: bool  # False when its map is zero everywhere in this image
+    region: str  # data URI: the image dimmed outside the concept's region
+    prototypes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConceptPanel:
+    """The concept panel under a concept map: one image, one explained class."""
+
+    method: str
+    label: str  # the explained class, without its probability
+    summary: str
+    concepts: list[Concept]
+    fidelity: str | None
+    agreement: str | None
+
+
+@dataclass
 class Item:
     title: str
     image: str
@@ -51,6 +80,7 @@ class Item:
     rows: list[tuple[str, list[Panel]]]
     notes: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
+    concepts: dict[str, list[ConceptPanel]] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,6 +137,9 @@ class Report:
                 for t in range(expl.targets.shape[1]):
                     label = self._target_label(expl, b, t, clf)
                     by_target.setdefault(label, []).append(self._panel(name, expl, b, t, image))
+                    cp = _concept_panel(name, expl, b, t, image, label)
+                    if cp is not None:
+                        item.concepts.setdefault(label, []).append(cp)
                 item.tables.extend(_tables(name, expl, b))
             item.rows = list(by_target.items())
             self.items.append(item)
@@ -204,3 +237,87 @@ def _fmt(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_fmt(v) for v in value)
     return str(value)
+
+
+def _concept_panel(name: str, expl: Explanation, b: int, t: int, image: np.ndarray,
+                   label: str, top: int = 3) -> ConceptPanel | None:
+    """Template data for ``extras["concepts"]`` (MACE): the ``top`` concepts of target
+    ``t`` of image ``b``, ranked by relevance, pruned ones left out."""
+    concepts = expl.extras.get("concepts")
+    if not isinstance(concepts, dict) or "relevance" not in concepts:
+        return None
+    rho = concepts["relevance"][b, t].double()
+    kept = ~concepts["pruned"][b, t].bool()
+    total = float(rho[kept].abs().sum())
+    protos = concepts.get("prototypes")
+    shown = []
+    for q in torch.nonzero(kept).flatten().tolist()[:top]:
+        m = concepts["maps"][b, t, q].float().cpu().numpy()
+        shown.append(Concept(
+            rank=len(shown) + 1, share=float(rho[q]) / total if total > 0 else 0.0,
+            contribution=float(rho[q]), found=bool(m.max() > 0),
+            region=_jpeg_data_uri(_concept_region(image, m)),
+            prototypes=[] if protos is None else
+            [png_data_uri(c.numpy(), None) for c in protos[b, t, q]]))
+    cls = label.rsplit(" (", 1)[0]
+    fid = expl.extras.get("fidelity")
+    agrees = expl.extras.get("surrogate_agrees")
+    balance = float(rho[kept].clamp_min(0).sum()) / total if total > 0 else 0.0
+    return ConceptPanel(
+        method=name, label=cls,
+        summary=_concept_summary(cls, int(kept.sum()), shown, balance, protos is not None),
+        concepts=shown,
+        fidelity=None if fid is None else _fidelity_sentence(
+            float(fid), expl.extras.get("fidelity_on")),
+        agreement=None if agrees is None else (
+            "On this image, too, it reaches the same decision as the model."
+            if bool(agrees[b]) else "On this image it does NOT reach the model's decision: "
+            "read these concepts with care."))
+
+
+def _concept_region(image: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The image dimmed outside a concept's region, the region (half the map's peak and
+    above) outlined in yellow; an absent concept leaves the whole image dimmed."""
+    if m.shape != image.shape[:2]:
+        t = torch.from_numpy(m)[None, None]
+        m = torch.nn.functional.interpolate(t, size=image.shape[:2], mode="bilinear",
+                                            align_corners=False)[0, 0].numpy()
+    peak = float(m.max())
+    w = np.clip(m / peak, 0, 1) if peak > 0 else np.zeros_like(m)
+    dimmed = (image.astype(np.float32) * (0.3 + 0.7 * w[..., None])).round().astype(np.uint8)
+    return mask_outline(dimmed, w >= 0.5, color=(255, 214, 0)) if peak > 0 else dimmed
+
+
+def _concept_summary(cls: str, n_kept: int, shown: list[Concept], balance: float,
+                     protos: bool) -> str:
+    """One plain sentence or three: how many concepts, for or against, the top one."""
+    if not shown:
+        return f"The concept summary has no concept left for “{cls}” (all were pruned)."
+    first = shown[0]
+    text = (f"The model judges “{cls}” with {n_kept} learnt concept"
+            f"{'s' if n_kept != 1 else ''}; on this image {balance:.0%} of their evidence "
+            f"speaks for it, {1 - balance:.0%} against.")
+    if first.share <= 0:
+        return text + (" None of them speaks for it; even the strongest ones, below, "
+                       "speak against it.")
+    like = " and looks like these patches from training images" if protos else ""
+    if first.found:
+        return (f"{text} The most relevant one ({first.share:.0%}) is found in the outlined "
+                f"region{like}.")
+    return (f"{text} The most relevant one ({first.share:.0%}) is absent from this image "
+            f"(its absence is what counts here); where present, it{like.replace(' and', '')}.")
+
+
+def _fidelity_sentence(fidelity: float, on: object) -> str:
+    pct = "over 99%" if 0.99 < fidelity < 1 and round(fidelity * 100) == 100 \
+        else f"{fidelity:.0%}"
+    images = "held-out images (not used to train it)" if on == "held-out" else "test images"
+    return (f"The concepts are a simplified copy of the model: their summary agrees with the "
+            f"model's decision on {pct} of {images}.")
+
+
+def _jpeg_data_uri(pixels: np.ndarray, quality: int = 88) -> str:
+    """A JPEG data URI: photographs in a fifth of a PNG's bytes (keeps the page light)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
