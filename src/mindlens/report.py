@@ -277,7 +277,11 @@ def _concept_panel(name: str, expl: Explanation, b: int, t: int, image: np.ndarr
 
 def _concept_region(image: np.ndarray, m: np.ndarray) -> np.ndarray:
     """The image dimmed outside a concept's region, the region (half the map's peak and
-    above) outlined in yellow; an absent concept leaves the whole image dimmed."""
+    above) outlined in yellow; an absent concept leaves the whole image dimmed. Small
+    images are enlarged first (nearest) so that the outline stays smooth."""
+    factor = max(1, 160 // max(image.shape[:2]))
+    if factor > 1:
+        image = image.repeat(factor, axis=0).repeat(factor, axis=1)
     if m.shape != image.shape[:2]:
         t = torch.from_numpy(m)[None, None]
         m = torch.nn.functional.interpolate(t, size=image.shape[:2], mode="bilinear",
@@ -298,8 +302,8 @@ def _concept_summary(cls: str, n_kept: int, shown: list[Concept], balance: float
             f"{'s' if n_kept != 1 else ''}; on this image {balance:.0%} of their evidence "
             f"speaks for it, {1 - balance:.0%} against.")
     if first.share <= 0:
-        return text + (" None of them speaks for it; even the strongest ones, below, "
-                       "speak against it.")
+        return text + (" None of them speaks for it; even the three most favourable ones, "
+                       "below, speak against it.")
     like = " and looks like these patches from training images" if protos else ""
     if first.found:
         return (f"{text} The most relevant one ({first.share:.0%}) is found in the outlined "
