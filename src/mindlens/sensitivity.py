@@ -91,11 +91,11 @@ def caption(result: dict[str, Any], clf: Classifier, b: int = 0) -> str:
         f"model's normalisation (its training mean), mean the input's own mean, blur a "
         f"blurred copy, a number a fixed grey level. A correlation of 1 means the same map up "
         f"to brightness, 0 means unrelated maps; Spearman compares only the ranking of the "
-        f"{unit}. Each map is coloured on its own scale. Why it matters: the model may react to the fill itself "
-        f"(to a model trained on brain scans, a grey or black patch can look like atrophy or "
-        f"a lesion), and then the map shows the effect of the patch rather than what the "
-        f"hidden part contributed. Trust the parts on which all fill values agree; where they "
-        f"disagree, read the occlusion map with care."
+        f"{unit}. Each map is coloured on its own scale. Why it matters: the model may "
+        f"react to the fill itself (to a model trained on brain scans, a grey or black "
+        f"patch can look like atrophy or a lesion), and then the map shows the effect of "
+        f"the patch rather than what the hidden part contributed. Trust the parts on which "
+        f"all fill values agree; where they disagree, read the occlusion map with care."
     )
 
 
