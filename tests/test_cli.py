@@ -99,3 +99,41 @@ def test_evaluate_writes_criteria_page(setup):
     html = (out / "criteria.html").read_text()
     assert "Grad-CAM" in html and "Gradient saliency" in html and "Recommendations" in html
     assert json.loads((out / "criteria.json").read_text())["rows"]
+
+
+def test_explain_with_baselines_adds_a_sensitivity_figure(setup):
+    card, images, tmp = setup
+    out = tmp / "out"
+    result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card), "--methods",
+                                 "occlusion,cam", "--baselines", "zero,mean,blur,0.5",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sens = json.loads((out / "summary.json").read_text())["images"]["img0"][
+        "baseline_sensitivity"]
+    assert sens["baselines"] == ["zero", "mean", "blur", "0.5"] and len(sens["pairs"]) == 6
+    # the numbers are the correlations of the maps the library computes
+    from mindlens.methods.occlusion import baseline_sensitivity
+    from mindlens.model_card import load_model
+
+    clf = load_model(card)
+    ref = baseline_sensitivity(clf, clf.preprocess(images[0]), ["zero", "mean", "blur", 0.5])
+    for got, want in zip(sens["pairs"], ref["pairs"], strict=True):
+        assert got["pearson"][0] == pytest.approx(want["pearson"][0][0], abs=1e-5)
+        assert got["spearman"][0] == pytest.approx(want["spearman"][0][0], abs=1e-5)
+    assert np.allclose(np.load(out / "img0.npz")["occlusion"],
+                       ref["explanations"]["zero"].maps[0].numpy(), atol=1e-6)
+    html = (out / "report.html").read_text()
+    assert "does the occlusion map depend on the fill value?" in html
+    assert "zero vs mean: Pearson" in html and "lesion" in html
+    assert html.count('data-method="occlusion"') == 1
+
+
+@pytest.mark.parametrize("args", [["--methods", "cam", "--baselines", "zero,mean"],
+                                  ["--methods", "occlusion", "--baselines", "zero"],
+                                  ["--methods", "occlusion", "--baselines", "zero,grey"]])
+def test_bad_baselines_are_one_line(setup, args):
+    card, images, tmp = setup
+    result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card), *args,
+                                 "--out", str(tmp / "o")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "baselines" in result.output

@@ -93,14 +93,22 @@ def explain_cmd(
     gray_saliency: Annotated[bool, typer.Option(help="show saliency as a gray map")] = False,
     unit: Annotated[Path | None, typer.Option(help="trained MACE unit (for --methods mace)")
                     ] = None,
+    baselines: Annotated[str | None, typer.Option(
+        help="occlusion fill values to compare, e.g. zero,mean,blur,0.5 (needs occlusion "
+             "in --methods); adds a baseline-sensitivity figure per image")] = None,
 ) -> None:
-    """Explain IMAGES with several methods; write DIR/report.html, DIR/<image>.npz (one
-    [T, H, W] array per method) and DIR/<image>.png (original | each method, top class)."""
+    """Explain IMAGES (or volumes: NIfTI/.npy, for a card with input_size [D, H, W]) with
+    several methods; write DIR/report.html, DIR/<image>.npz (one [T, H, W] array per
+    method) and DIR/<image>.png (original | each method, top class; slice montages for
+    volumes)."""
+    from . import sensitivity
     from .api import explain
+    from .methods.occlusion import baseline_sensitivity
     from .model_card import load_model
     from .report import Report
 
     names = parse_methods(method_spec)
+    fills = _baselines(baselines, names)
     clf = load_model(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(clf, title=f"mindlens: {clf.name}",
@@ -119,26 +127,34 @@ def explain_cmd(
                     continue
                 try:
                     extra = {"unit": str(unit)} if name == "mace" and unit else {}
-                    results[name] = explain(clf, x, name, target=target, top_k=top_k,
-                                            layer=layer, **extra)
+                    if name == "occlusion" and fills:  # one run per fill value
+                        sens = baseline_sensitivity(clf, x, fills, target=target, top_k=top_k)
+                        results[name] = sens["explanations"][sens["baselines"][0]]
+                    else:
+                        results[name] = explain(clf, x, name, target=target, top_k=top_k,
+                                                layer=layer, **extra)
                 except NotApplicableError as e:
                     skipped[name] = str(e)
                     err.print(f"[yellow]skipped {name}:[/] {e}", highlight=False)
                 progress.advance(task)
             if not results:
                 raise NotApplicableError("none of the requested methods can run on this model")
-            stem = _unique(path.stem, stems)
+            stem = _unique(path.name[:-7] if path.name.lower().endswith(".nii.gz")
+                           else path.stem, stems)
             np.savez_compressed(out_dir / f"{stem}.npz", **{
                 n: e.maps[0].cpu().numpy().astype(np.float32) for n, e in results.items()})
-            Image.fromarray(panel(clf.display_pixels(x)[0], {
-                methods.get(n).title: (e.maps[0, 0].cpu().numpy(), e.signed)
-                for n, e in results.items()})).save(out_dir / f"{stem}.png")
+            Image.fromarray(_picture(clf, x, results)).save(out_dir / f"{stem}.png")
             summary["images"][stem] = {"path": str(path), **{n: {
                 "targets": e.targets[0].tolist(), "labels": [clf.label(int(c)) for c in
                                                              e.targets[0]],
                 "probs": e.probs[0].tolist(), "signed": e.signed,
                 "native_shape": list(e.native_shape)} for n, e in results.items()}}
             report.add(x, results, titles=[path.name], top_k=max(3, top_k))
+            if fills and "occlusion" in results:
+                summary["images"][stem]["baseline_sensitivity"] = sensitivity.summary(sens)
+                report.add_figure(f"{path.name}: does the occlusion map depend on the fill "
+                                  f"value?", sensitivity.figure(sens, clf, x),
+                                  sensitivity.caption(sens, clf))
     summary["skipped"] = skipped
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     path = report.write(out_dir / "report.html")
@@ -246,6 +262,32 @@ def _mount_subcommands() -> None:
 
 
 _mount_subcommands()
+
+
+def _baselines(spec: str | None, names: list[str]) -> list[str | float]:
+    """The occlusion fill values of --baselines (empty when not given)."""
+    from .errors import InputError
+    from .sensitivity import parse_baselines
+
+    if spec is None:
+        return []
+    if "occlusion" not in names:
+        raise InputError("--baselines compares occlusion maps: add occlusion to --methods "
+                         "(e.g. --methods occlusion --baselines zero,mean,blur)")
+    return parse_baselines(spec)
+
+
+def _picture(clf: Any, x: Any, results: dict[str, Any]) -> np.ndarray:
+    """The PNG per image: input | each method (top class); slice montages for volumes."""
+    pixels = clf.display_pixels(x)[0]
+    maps = {methods.get(n).title: (e.maps[0, 0].cpu().numpy(), e.signed)
+            for n, e in results.items()}
+    if pixels.ndim == 4:
+        from .render.montage import montage, stack
+
+        return stack([("input", montage(pixels))] + [
+            (title, montage(pixels, m, signed)) for title, (m, signed) in maps.items()])
+    return panel(pixels, maps)
 
 
 def _unique(stem: str, seen: set[str]) -> str:

@@ -121,3 +121,93 @@ def match_channels(img: np.ndarray, channels: int, source: str = "image") -> np.
         f"{source} has {c} channels but the model expects {channels}; "
         f"give an image with 1, 3 or 4 channels"
     )
+
+
+# -- volumes -------------------------------------------------------------------------------
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy")
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """Whether a file name looks like a volume (NIfTI or NumPy)."""
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def read_volume(path: str | Path) -> np.ndarray:
+    """Read a 3-D volume as ``float32 [D, H, W]`` (or ``[C, D, H, W]``), raw intensities.
+
+    NIfTI (``.nii``, ``.nii.gz``) through nibabel (the optional extra ``mindlens[volumes]``),
+    with the file's scaling (``scl_slope``/``scl_inter``) applied; the axes stay in the
+    file's voxel order ``(i, j, k)`` = ``(D, H, W)``, as ``nibabel.load(path).dataobj``
+    gives them, so a NIfTI atlas lines up voxel by voxel. A 4-D NIfTI ``(i, j, k, c)``
+    becomes channels-first ``[c, i, j, k]``. ``.npy``: ``[D, H, W]`` or ``[C, D, H, W]``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"volume file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a volume file")
+    if path.stat().st_size == 0:
+        raise InputError(f"volume file is empty (0 bytes): {path}")
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise InputError(f"cannot read {path} as a NumPy array: {err}") from None
+        nifti = False
+    elif name.endswith((".nii", ".nii.gz")):
+        arr, nifti = _read_nifti(path), True
+    else:
+        raise InputError(
+            f"cannot read {path} as a volume: use NIfTI (.nii, .nii.gz) or NumPy (.npy)"
+        )
+    return as_volume_array(arr, str(path), channels_last=nifti)
+
+
+def _read_nifti(path: Path) -> np.ndarray:
+    try:
+        import nibabel
+    except ImportError:
+        raise InputError(
+            f"reading NIfTI volumes such as {path.name} needs nibabel: "
+            f"pip install 'mindlens[volumes]' (or save the volume as .npy)"
+        ) from None
+    try:
+        img = nibabel.load(str(path))
+        return np.asarray(img.get_fdata(dtype=np.float32))
+    except Exception as err:  # nibabel raises several of its own error types
+        raise InputError(f"cannot read {path} as NIfTI: the file is corrupt ({err})") from None
+
+
+def as_volume_array(data: Any, source: str = "volume", channels_last: bool = False
+                    ) -> np.ndarray:
+    """Validate a volume array: ``float32 [D, H, W]`` or ``[C, D, H, W]`` (``channels_last``:
+    ``[D, H, W, C]`` is moved to channels-first); trailing singleton axes of 4-D+ NIfTI
+    data are dropped."""
+    arr = np.asarray(data)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{source}: cannot turn a {arr.dtype} array into a volume")
+    while arr.ndim > 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 4 and channels_last:
+        arr = np.moveaxis(arr, -1, 0)
+    if arr.ndim not in (3, 4):
+        raise InputError(
+            f"{source} has shape {arr.shape}; a volume must be [D, H, W] or [C, D, H, W]"
+        )
+    if 0 in arr.shape:
+        raise InputError(f"{source} has zero size: {arr.shape}")
+    out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise InputError(f"{source} contains NaN or infinite values")
+    return out
+
+
+def volume_to_unit(vol: np.ndarray) -> np.ndarray:
+    """Scale a volume's intensities to ``[0, 1]`` by its own range (min-max over the whole
+    volume, all channels): scanner intensities have no fixed range, unlike 8-bit pixels.
+    A constant volume becomes zeros."""
+    lo, hi = float(vol.min()), float(vol.max())
+    if hi - lo <= 0:
+        return np.zeros_like(vol, dtype=np.float32)
+    return ((vol - lo) / (hi - lo)).astype(np.float32)

@@ -23,7 +23,16 @@ from torch import nn
 
 from .blackbox import BlackBox
 from .errors import InputError, ModelError
-from .io import as_image_array, match_channels, pil_to_array, read_image
+from .io import (
+    as_image_array,
+    as_volume_array,
+    is_volume_path,
+    match_channels,
+    pil_to_array,
+    read_image,
+    read_volume,
+    volume_to_unit,
+)
 from .patching import ModelPatch, is_scripted
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
@@ -31,17 +40,20 @@ ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How a raw image becomes model input: resize to ``size``, scale pixels to [0, 1],
-    then ``(x - mean) / std`` per channel."""
+    """How a raw image becomes model input: resize to ``size`` (``[H, W]``, or ``[D, H, W]``
+    for volumes), scale pixels to [0, 1], then ``(x - mean) / std`` per channel."""
 
-    size: tuple[int, int]
+    size: tuple[int, ...]
     channels: int = 3
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise InputError(f"input_size must be [H, W] with positive values, got {self.size}")
+        if len(self.size) not in (2, 3) or min(self.size) < 1:
+            raise InputError(
+                f"input_size must be [H, W] (images) or [D, H, W] (volumes) with positive "
+                f"values, got {self.size}"
+            )
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 raise InputError(
@@ -77,7 +89,8 @@ class Classifier:
     """
 
     module: nn.Module
-    input_size: tuple[int, int]
+    #: ``(H, W)`` for images, ``(D, H, W)`` for a volume model (e.g. ``Conv3d``)
+    input_size: tuple[int, ...]
     channels: int = 3
     mean: Sequence[float] = (0.0,)
     std: Sequence[float] = (1.0,)
@@ -108,6 +121,11 @@ class Classifier:
     @property
     def scripted(self) -> bool:
         return is_scripted(self.module)
+
+    @property
+    def volumetric(self) -> bool:
+        """Whether the model takes volumes ``[B, C, D, H, W]`` (a 3-value input size)."""
+        return len(self.input_size) == 3
 
     @property
     def device(self) -> torch.device:
@@ -208,12 +226,20 @@ class Classifier:
         return match_channels(arr, self.channels, source)
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        """Files, PIL images or arrays -> a model-space batch ``[B, C, H, W]``.
+        """Files, PIL images or arrays -> a model-space batch ``[B, C, H, W]``; for a volume
+        model (3-value ``input_size``), volume files or arrays -> ``[B, C, D, H, W]``.
 
         A tensor is taken as already preprocessed and only validated.
         """
         if isinstance(images, torch.Tensor):
             return self.check_tensor(images)
+        if self.volumetric:
+            return self.preprocess_volumes(images)
+        if isinstance(images, (str, Path)) and is_volume_path(images):
+            raise InputError(
+                f"{images} is a volume, but this model takes 2-D images (input_size "
+                f"{list(self.input_size)}); a volume model's card gives input_size [D, H, W]"
+            )
         if isinstance(images, (str, Path, Image.Image)) or (
             isinstance(images, np.ndarray) and images.ndim in (2, 3)
         ):
@@ -224,6 +250,48 @@ class Classifier:
                  enumerate(images)]
         return torch.cat(batch).to(device=self.device, dtype=self.dtype)
 
+    def preprocess_volumes(self, volumes: Any) -> torch.Tensor:
+        """Volume files (NIfTI, ``.npy``) or arrays ``[D, H, W]`` / ``[C, D, H, W]`` -> a
+        model-space batch ``[B, C, D, H, W]``: intensities scaled to [0, 1] by each volume's
+        own range, resized trilinearly to ``input_size``, then normalised."""
+        if isinstance(volumes, (str, Path)) or (isinstance(volumes, np.ndarray)
+                                                and volumes.ndim in (3, 4)):
+            volumes = [volumes]
+        if len(volumes) == 0:
+            raise InputError("no volumes were given")
+        batch = []
+        for i, vol in enumerate(volumes):
+            if isinstance(vol, (str, Path)):
+                arr = read_volume(vol)
+            elif isinstance(vol, Image.Image):
+                raise InputError(
+                    f"this model takes volumes (input_size {list(self.input_size)}), but "
+                    f"volume {i} is a 2-D picture; give a NIfTI/.npy file or a [D, H, W] array"
+                )
+            else:
+                arr = as_volume_array(vol, f"volume {i}")
+            batch.append(self.volume_to_tensor(arr, str(vol) if isinstance(vol, (str, Path))
+                                               else f"volume {i}"))
+        return torch.cat(batch).to(device=self.device, dtype=self.dtype)
+
+    def volume_to_tensor(self, vol: np.ndarray, source: str = "volume") -> torch.Tensor:
+        """``[D, H, W]`` or ``[C, D, H, W]`` raw intensities -> normalised
+        ``[1, C, d, h, w]`` at the model's size."""
+        if vol.ndim == 3:
+            vol = vol[None]
+        c = vol.shape[0]
+        if c != self.channels and c != 1:
+            raise InputError(
+                f"{source} has {c} channels (shape {vol.shape}, read as [C, D, H, W]) but "
+                f"the model expects {self.channels}"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(volume_to_unit(vol)))[None].float()
+        if c != self.channels:
+            t = t.expand(-1, self.channels, -1, -1, -1)
+        if tuple(t.shape[-3:]) != self.input_size:
+            t = F.interpolate(t, size=self.input_size, mode="trilinear", align_corners=False)
+        return self.spec.normalize(t)
+
     def pixels_to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """``[H, W, C]`` pixels in [0, 1] -> normalised ``[1, C, h, w]`` at the model's size."""
         t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
@@ -233,17 +301,19 @@ class Classifier:
         return self.spec.normalize(t)
 
     def display_pixels(self, x: torch.Tensor) -> np.ndarray:
-        """Model-space batch -> ``uint8 [B, H, W, 3]`` for display."""
+        """Model-space batch -> ``uint8 [B, H, W, 3]`` for display (``[B, D, H, W, 3]`` for
+        volumes)."""
         px = self.spec.denormalize(x.detach().float().cpu()).clamp(0, 1)
         if px.shape[1] == 1:
-            px = px.expand(-1, 3, -1, -1)
-        return (px[:, :3].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            px = px.expand(-1, 3, *px.shape[2:])
+        return (px[:, :3].movedim(1, -1).numpy() * 255).round().astype(np.uint8)
 
     # -- layers --------------------------------------------------------------------------
     def layer(self, name: str | nn.Module = "auto", example: torch.Tensor | None = None
               ) -> tuple[str, nn.Module]:
         """Resolve a layer by dotted name, or ``"auto"``: the last module to finish whose
-        output is a spatial feature map ``[B, C, h, w]`` with ``h * w > 1``."""
+        output is a spatial feature map ``[B, C, h, w]`` with ``h * w > 1`` (for volumes
+        ``[B, C, d, h, w]`` with ``d * h * w > 1``: the input's number of dimensions)."""
         if self.scripted:
             raise ModelError(
                 "this is a TorchScript model: it runs no Python hooks, so layer-based methods "
@@ -277,9 +347,11 @@ class Classifier:
         finished: list[tuple[str, nn.Module]] = []
         names = {m: n for n, m in self.module.named_modules()}
 
+        dims = example.dim()
+
         def record(module: nn.Module, _inputs: Any, output: Any) -> None:
-            if (isinstance(output, torch.Tensor) and output.dim() == 4
-                    and output.shape[2] * output.shape[3] > 1 and module is not self.module):
+            if (isinstance(output, torch.Tensor) and output.dim() == dims
+                    and output[0, 0].numel() > 1 and module is not self.module):
                 finished.append((names[module], module))
 
         with self.patched() as patch, torch.no_grad():
@@ -288,7 +360,8 @@ class Classifier:
             self(example[:1])
         if not finished:
             raise ModelError(
-                "found no layer that outputs a spatial feature map [B, C, h, w]; CAM-type "
+                f"found no layer that outputs a spatial feature map "
+                f"[B, C, {', '.join('dhw'[-(dims - 2):])}]; CAM-type "
                 "methods need a convolutional layer (give layer= explicitly, or use saliency "
                 "or occlusion)"
             )

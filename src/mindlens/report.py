@@ -5,7 +5,9 @@ with their probabilities, and one heat map per method and explained class, each 
 plain-language sentence saying what its colours mean and a line saying what the method
 needs from the model. Concept explanations (MACE) get a concept panel under their map: the
 top concepts with their share of the evidence, where each is found in the image and the
-training patches it looks like, and the concept summary's fidelity in plain words.
+training patches it looks like, and the concept summary's fidelity in plain words. A volume
+(``x`` of shape ``[B, C, D, H, W]``) is shown as slice montages
+(:mod:`mindlens.render.montage`) instead of single pictures.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from . import __version__, methods
 from .explanation import Explanation
 from .model import Classifier
 from .render.colors import css_gradient, gray_saliency, to_display
+from .render.montage import montage
 from .render.overlay import mask_outline, overlay, png_data_uri
 
 
@@ -38,6 +41,7 @@ class Panel:
     degenerate: bool
     cost: str
     notes: list[str] = field(default_factory=list)
+    wide: bool = False
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Item:
     notes: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     concepts: dict[str, list[ConceptPanel]] = field(default_factory=dict)
+    wide: bool = False
 
 
 @dataclass
@@ -121,12 +126,16 @@ class Report:
         top_p, top_i = probs.topk(k, dim=1)
         for b in range(x.shape[0]):
             image = pixels[b]
+            volume = image.ndim == 4
             mask_image = None
             if masks is not None and masks[b] is not None and np.asarray(masks[b]).any():
-                mask_image = png_data_uri(mask_outline(image, _fit(masks[b], image)))
+                mask_image = png_data_uri(
+                    montage(image, mask=np.asarray(masks[b], dtype=bool)) if volume
+                    else mask_outline(image, _fit(masks[b], image)))
             item = Item(
                 title=titles[b] if titles else f"image {len(self.items) + 1}",
-                image=png_data_uri(image), mask_image=mask_image,
+                image=png_data_uri(montage(image) if volume else image), mask_image=mask_image,
+                wide=volume,
                 top=[(clf.label(int(i)), float(p)) for p, i in
                      zip(top_p[b], top_i[b], strict=True)],
                 rows=[], notes=list(notes[b]) if notes else [],
@@ -160,7 +169,9 @@ class Report:
         m = expl.maps[b, t]
         # pixel-level maps are spiky: clip the top 0.5 % so one pixel does not dim the rest
         disp = to_display(m, expl.signed, clip_percentile=99.5 if expl.raw is not None else None)
-        if name == "saliency" and self.saliency_style == "gray":
+        if image.ndim == 4:  # a volume: one montage of slices, the map scaled once
+            pic = montage(image, disp=disp)
+        elif name == "saliency" and self.saliency_style == "gray":
             pic = np.repeat(gray_saliency(m)[..., None], 3, axis=2)
         else:
             pic = overlay(image, disp)
@@ -168,7 +179,7 @@ class Report:
                f"{expl.cost.seconds * 1000 / max(1, expl.batch_size):.0f} ms per image"
         cls = methods.get(name)
         return Panel(name, cls.title, png_data_uri(pic),
-                     disp.degenerate, cost, _notes(name, expl, b, t))
+                     disp.degenerate, cost, _notes(name, expl, b, t), wide=image.ndim == 4)
 
     def _describe(self, name: str, expl: Explanation) -> None:
         if name in self.method_info:
@@ -186,7 +197,7 @@ class Report:
         clf = self.classifier
         return template.render(
             title=self.title, report=self, model_name=clf.name, version=__version__,
-            input_desc=f"{clf.input_size[0]}x{clf.input_size[1]}, {clf.channels} channel(s)",
+            input_desc="x".join(map(str, clf.input_size)) + f", {clf.channels} channel(s)",
             n_classes=len(clf.labels) if clf.labels else None,
             created=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         )

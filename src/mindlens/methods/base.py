@@ -142,12 +142,14 @@ def get(name: str) -> type[Method]:
 
 # -- helpers shared by several methods ---------------------------------------------------
 def reduce_channels(raw: torch.Tensor, how: str) -> torch.Tensor:
-    """``[..., C, H, W]`` -> ``[..., H, W]``."""
+    """``[..., C, H, W]`` -> ``[..., H, W]``; a 6-D ``[B, T, C, D, H, W]`` (volumes) ->
+    ``[B, T, D, H, W]``."""
+    dim = 2 if raw.dim() == 6 else -3
     ops: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "max_abs": lambda r: r.abs().amax(dim=-3),
-        "sum": lambda r: r.sum(dim=-3),
-        "abs_sum": lambda r: r.abs().sum(dim=-3),
-        "l2": lambda r: r.pow(2).sum(dim=-3).sqrt(),
+        "max_abs": lambda r: r.abs().amax(dim=dim),
+        "sum": lambda r: r.sum(dim=dim),
+        "abs_sum": lambda r: r.abs().sum(dim=dim),
+        "l2": lambda r: r.pow(2).sum(dim=dim).sqrt(),
     }
     return ops[how](raw)
 

@@ -144,8 +144,9 @@ class CAM(_LayerMethod):
     Discriminative Localization").
 
     Needs a head of the form *feature map -> global average pooling -> linear* (a 1x1
-    convolution counts as linear). ``M_c = sum_k w^c_k A^k`` without bias and, as in the
-    paper, without ReLU (``relu=True`` adds one). One forward pass gives every class.
+    convolution counts as linear; 3-D feature maps of ``Conv3d`` models work the same
+    way). ``M_c = sum_k w^c_k A^k`` without bias and, as in the paper, without ReLU
+    (``relu=True`` adds one). One forward pass gives every class.
     """
 
     name = "cam"
@@ -172,8 +173,8 @@ class CAM(_LayerMethod):
         with clf.patched() as patch, torch.no_grad():
             patch.forward_hook(layer, capture)
             for m in clf.module.modules():
-                if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size ==
-                                                (1, 1) and m.groups == 1):
+                if isinstance(m, nn.Linear) or (isinstance(m, (nn.Conv2d, nn.Conv3d)) and
+                                                set(m.kernel_size) == {1} and m.groups == 1):
                     patch.forward_hook(m, track)
             logits = clf(x)
         A = capture.result()
