@@ -7,6 +7,10 @@ that is killed and started again with the same ``out_dir`` skips every (method, 
 already recorded, so no image is counted twice; the JSON lines are the source of truth
 (a line cut off by the kill is dropped and recomputed) and the CSV is rewritten from them.
 At the end ``criteria.json`` holds the table (see :mod:`mindlens.metrics.criteria`).
+
+With ``colour_check=True`` every method that gives per-channel relevance is also run on the
+colour-shortcut benchmark of :mod:`mindlens.demo.colour` (the bundled colour-cue model and
+its control, independent of the evaluated model), which grades the "colour bias" criterion.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import csv
 import json
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +177,9 @@ def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
     if clf(x[:1]).shape[1] > 1:
         sim = M.class_similarity(explain, clf, x)
         rec["class_spearman"], rec["class_ssim"] = sim.spearman, sim.ssim
-    if opts["sanity_layers"]:
+    if opts["sanity_layers"] and not algo.needs.training:
+        # a trained add-on (MACE) only explains the exact weights it was trained on: the
+        # randomised model would need a new unit, so its sanity check stays n/a
         order = M.randomization.execution_order(clf, x)[-opts["sanity_layers"]:]
         rnd = M.cascading_randomization(explain, clf, x, classes, order, opts["seed"])
         rec["randomized_spearman"] = rnd.spearman_abs[-1]
@@ -190,21 +196,56 @@ def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
         out.append(r)
     info = method_info(algo, M.native_resolution(expl))
     info["per_channel"] = float(per_channel)
+    info["pointing_tolerance_px"] = float(opts["tolerance"])
     return out, info
+
+
+def colour_figures(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The colour-shortcut benchmark of one method, or why it could not run there."""
+    from .demo import colour
+
+    try:
+        return colour.benchmark(name, dict(params))
+    except MindlensError as err:
+        return {"colour_auroc": f"not measured: {err}"}
+
+
+def chance_levels(masks: list[torch.Tensor], tolerance: float) -> dict[str, float]:
+    """What a map that knows nothing scores on these masks: ``pointing_game`` of a point
+    drawn uniformly (the share of pixels within ``tolerance`` of the mask) and
+    ``relevance_mass`` of a uniform map (the mask's share of the image), means over the
+    images with a non-empty mask; empty when there are none."""
+    masks = [m for m in masks if m.any()]
+    if not masks:
+        return {}
+    mk = torch.stack(masks).float()[:, None]
+    r = math.ceil(tolerance)
+    if r > 0:
+        off = torch.arange(-r, r + 1, dtype=torch.float32)
+        disc = ((off[:, None] ** 2 + off[None, :] ** 2) < tolerance ** 2).float()[None, None]
+        near = F.conv2d(mk, disc, padding=r)[:, 0] > 0
+    else:
+        near = mk[:, 0] > 0
+    return {"pointing_game": float(near.flatten(1).float().mean(1).mean()),
+            "relevance_mass": float(mk.flatten(1).mean(1).mean()), "images": len(masks)}
 
 
 def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
              masks: Sequence[MaskLike] | None = None, methods: Sequence[str] | None = None,
              out_dir: str | Path | None = None, batch_size: int = 8, steps: int = 50,
              tolerance: float = 15, sensitivity_samples: int = 5, sanity_layers: int = 3,
-             seed: int = 0, progress: Progress | None = None) -> CriteriaTable:
+             seed: int = 0, progress: Progress | None = None,
+             params: Mapping[str, Mapping[str, Any]] | None = None,
+             colour_check: bool = False) -> CriteriaTable:
     """Evaluate ``methods`` (default: all registered) on ``images`` and return the criteria
     table; with ``out_dir`` every per-image record is saved at once and a rerun resumes.
 
     ``masks``: one per image (``None`` where an image has no ground truth) as arrays,
     tensors or image files; resized to the input size with nearest neighbour. Methods that
     cannot run on this model appear as "not applicable" with the reason.
-    ``progress(method, done, total)`` is called after each batch.
+    ``progress(method, done, total)`` is called after each batch. ``params``: settings per
+    method name (e.g. ``{"mace": {"unit": path}}``). ``colour_check``: also measure the
+    colour-shortcut AUROC (see the module docstring).
     """
     names = list(registry.names() if methods is None else methods)
     classes = {name: registry.get(name) for name in names}  # unknown names: InputError
@@ -229,7 +270,7 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
     table = CriteriaTable()
     for name in names:
         try:
-            algo = classes[name]()
+            algo = classes[name](**dict((params or {}).get(name, {})))
             algo.check(clf)
         except MindlensError as err:
             table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})
@@ -255,11 +296,14 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
             if info is None:  # everything was done before: constants from one image
                 info = batch_records(clf, algo, first, [None], ids[:1], {**opts, "steps": 1,
                                      "sensitivity_samples": 0, "sanity_layers": 0})[1]
+            if colour_check and info["per_channel"]:
+                info.update(colour_figures(name, algo.params))
         except MindlensError as err:
             table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})
             continue
         mine = [r for r in records if r["method"] == name and r["image"] in set(ids)]
         table.rows.append(summarize(name, mine, info))
+    table.baselines = chance_levels([m for m in mask_t if m is not None], tolerance)
     if out is not None:
         write_csv(records, out / "results.csv")
         (out / "criteria.json").write_text(json.dumps(table.to_dict(), indent=1))

@@ -60,7 +60,48 @@ def recommendations(table: CriteriaTable) -> list[tuple[str, str]]:
     return out
 
 
-def write_html(table: CriteriaTable, path: str | Path, model_name: str, n_images: int) -> Path:
+def localization(table: CriteriaTable, region: str = "the expert's mask",
+                 subjects: str = "images with a mask") -> dict[str, Any]:
+    """The localisation section: per method the pointing-game hit rate and the relevance
+    mass accuracy on the masks, each with a sentence in plain words, best first, and the
+    chance levels; empty rows when no image had a mask."""
+    rows = []
+    for r in table.rows:
+        f = r.get("figures", {})
+        if r["status"] != "ok" or not f.get("images_with_mask"):
+            continue
+        title = methods.get(r["method"]).title if r["method"] in methods.names() else r["method"]
+        hit, mass = f["pointing_game"], f["relevance_mass"]
+        tol = f.get("pointing_tolerance_px", 0)
+        near = f"within {tol:g} px of {region}" if tol else f"on {region}"
+        text = (f"{title}'s strongest point fell {near} in {_pct(hit)} of {subjects}; "
+                f"{_pct(mass)} of its positive relevance lay inside the marked area")
+        rows.append({"title": title, "pointing_game": _fmt(hit), "relevance_mass": _fmt(mass),
+                     "images": f["images_with_mask"], "text": text + ".",
+                     "key": (-_num(hit), -_num(mass))})
+    rows.sort(key=lambda row: row["key"])
+    base = table.baselines
+    chance = ""
+    if base:
+        chance = (f"For comparison, a point drawn at random would land there in "
+                  f"{base['pointing_game']:.0%} of {subjects}, and a map spread evenly "
+                  f"over the image would have {base['relevance_mass']:.0%} of its "
+                  f"relevance there (the marked area's share of the image).")
+    return {"rows": rows, "chance": chance}
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if not isinstance(v, float) or math.isnan(v) else f"{v:.0%}"
+
+
+def _num(v: Any) -> float:
+    return v if isinstance(v, float) and not math.isnan(v) else -math.inf
+
+
+def write_html(table: CriteriaTable, path: str | Path, model_name: str, n_images: int,
+               region: str = "the expert's mask", subjects: str = "images with a mask") -> Path:
+    """Write criteria.html; ``region`` and ``subjects`` word the localisation sentences
+    (e.g. "a lesion", "diseased eyes")."""
     env = Environment(loader=PackageLoader("mindlens", "templates"),
                       autoescape=select_autoescape(["html"]))
     rows = []
@@ -75,7 +116,8 @@ def write_html(table: CriteriaTable, path: str | Path, model_name: str, n_images
                      "sanity": r["figures"].get("sanity_check", "")})
     html = env.get_template("criteria.html").render(
         model_name=model_name, n_images=n_images, criteria=CRITERIA, rows=rows,
-        thresholds=table.thresholds, recommendations=recommendations(table))
+        thresholds=table.thresholds, recommendations=recommendations(table),
+        localization=localization(table, region, subjects))
     path = Path(path)
     path.write_text(html, encoding="utf-8")
     return path

@@ -114,11 +114,13 @@ def test_table_figures_grades_and_missing_masks(resnet20, data):
     assert sal["figures"]["native_px_per_cell"] == 1.0
     assert cam["figures"]["native_px_per_cell"] == 16.0  # 8x8 feature map of a 32x32 input
     assert sal["grades"]["model agnosticism"] == "+" and cam["grades"]["colour bias"] == "-"
+    assert cam["measured"]["colour bias"]["value"] == "cannot show"
+    assert sal["measured"]["colour bias"]["value"] == "not measured"  # no colour check run
     for row in table.rows:
         assert set(row["grades"]) == set(CRITERIA)
         for c in CRITERIA:
             assert row["grades"][c] == THRESHOLDS[c].grade(row["measured"][c]["value"]) or (
-                c in ("robustness", "intuitive interpretability"))
+                c in ("robustness", "intuitive interpretability", "colour bias"))
         assert 0 <= row["figures"]["pointing_game"] <= 1
     assert "| saliency |" in table.to_markdown()
 

@@ -4,6 +4,8 @@ demo models trained on it.
 - :mod:`mindlens.demo.retina`: ``generate(n, seed)`` -> images, labels, lesion masks.
 - :mod:`mindlens.demo.shortcut`: the same images with a corner marker that co-occurs with
   the diseased class in training (bias discovery).
+- :mod:`mindlens.demo.colour`: the same images with a colour cast on the diseased ones in
+  training (colour shortcut), and the benchmark of whether a method can reveal it.
 - :func:`load_retina_model`, :func:`load_shortcut_model`: the bundled classifiers.
 - :func:`demo_cases`: a handful of test images worth explaining.
 """
@@ -18,12 +20,12 @@ import torch
 
 from ..model import Classifier
 from ..model_card import load_model
-from . import retina, shortcut
+from . import colour, retina, shortcut
 
 ASSETS = Path(__file__).parent / "assets"
-MODELS = ("retina", "shortcut")
+MODELS = ("retina", "shortcut", "colour", "colour_control")
 
-__all__ = ["ASSETS", "MODELS", "demo_cases", "demo_unit_path", "load_demo_model",
+__all__ = ["ASSETS", "MODELS", "colour", "demo_cases", "demo_unit_path", "load_demo_model",
            "load_retina_model", "load_shortcut_model", "retina", "shortcut"]
 
 
@@ -34,7 +36,8 @@ def card_path(name: str) -> Path:
 
 
 def load_demo_model(name: str) -> Classifier:
-    """A bundled demo model (``"retina"`` or ``"shortcut"``) through its model card."""
+    """A bundled demo model (``"retina"``, ``"shortcut"``, ``"colour"`` or
+    ``"colour_control"``) through its model card."""
     return load_model(card_path(name))
 
 

@@ -31,7 +31,8 @@ class Threshold:
     explanation: str
 
     def grade(self, value: float) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                    and math.isnan(value)):
             return "n/a"
         for g, cut in zip(GRADES, self.cuts, strict=False):
             if (value <= cut) if self.lower_is_better else (value >= cut):
@@ -72,11 +73,16 @@ THRESHOLDS: dict[str, Threshold] = {
         "Milliseconds per image and class on the machine that ran the evaluation "
         "(33 ms = 30 fps, 100 ms = interactive)."),
     "colour bias": Threshold(
-        "per_channel", (2, 1, 0.5), False,
-        "1 (+) if the method returns relevance per colour channel, so it can show a "
-        "colour shortcut, 0 (-) if its maps are purely spatial (CAM family). ++ is "
-        "reserved for the colour-cue AUROC of spec §10, which is not measured here; "
-        "colour_share is the measured share of |relevance| in the strongest channel."),
+        "colour_auroc", (0.9, 0.75, 0.6), False,
+        "AUROC (0.5 = chance, 1 = perfect) that the method's explanations of the bundled "
+        "colour-cue demo model carry a larger net colour share (relevance that differs "
+        "between colour channels rather than common to all) than those of its control "
+        "(same scenes, no colour cue), on 32 fresh demo images (spec §10; "
+        "mindlens.metrics.colour, mindlens.demo.colour). Methods whose maps are purely "
+        "spatial (CAM family, occlusion) cannot show a colour shortcut: '-'. Not measured "
+        "(n/a) unless the evaluation ran the colour check (mindlens evaluate "
+        "--colour-check, on by default "
+        "with --demo)."),
 }
 
 NORMALISED_ENTROPY = Threshold("normalised_entropy", (0.85, 0.9, 0.95), True,
@@ -90,11 +96,15 @@ class CriteriaTable:
     ``reason``."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: chance levels of the localisation metrics on the evaluated masks (see
+    #: :func:`mindlens.evaluate.chance_levels`)
+    baselines: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, str] = field(
         default_factory=lambda: {k: t.describe() for k, t in THRESHOLDS.items()})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"criteria": list(CRITERIA), "rows": self.rows, "thresholds": self.thresholds}
+        return {"criteria": list(CRITERIA), "rows": self.rows, "thresholds": self.thresholds,
+                "baselines": self.baselines}
 
     def to_markdown(self) -> str:
         head = "| method | " + " | ".join(CRITERIA) + " |"
@@ -124,7 +134,8 @@ def summarize(method: str, records: Sequence[Mapping[str, Any]],
     """Aggregate the per-image records of one method into figures and grades.
 
     ``info``: per-method constants (``native_px_per_cell``, ``config_items``,
-    ``access_rank``, ``access``, ``per_channel``).
+    ``access_rank``, ``access``, ``per_channel``; optionally ``colour_auroc`` and the other
+    figures of :func:`mindlens.demo.colour.benchmark`).
     """
     keys = ("pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank",
             "iou", "sparseness", "complexity", "normalised_entropy", "deletion_auc",
@@ -140,7 +151,13 @@ def summarize(method: str, records: Sequence[Mapping[str, Any]],
     basis = {c: THRESHOLDS[c] for c in CRITERIA}
     if figures["images_with_mask"] == 0:
         basis["intuitive interpretability"] = NORMALISED_ENTROPY
+    colour = figures.get("colour_auroc")
+    if not isinstance(colour, float):  # spatial maps cannot show it; else not measured
+        figures["colour_auroc"] = ("cannot show" if not figures.get("per_channel") else
+                                   colour if isinstance(colour, str) else "not measured")
     grades = {c: t.grade(figures[t.figure]) for c, t in basis.items()}
+    if figures["colour_auroc"] == "cannot show":
+        grades["colour bias"] = "-"
     measured = {c: {"figure": t.figure, "value": figures[t.figure]} for c, t in basis.items()}
     sanity = figures["randomized_spearman"]
     figures["sanity_check"] = ("n/a" if math.isnan(sanity) else
