@@ -226,8 +226,9 @@ def chance_levels(masks: list[torch.Tensor], tolerance: float) -> dict[str, floa
         near = F.conv2d(mk, disc, padding=r)[:, 0] > 0
     else:
         near = mk[:, 0] > 0
-    return {"pointing_game": float(near.flatten(1).float().mean(1).mean()),
-            "relevance_mass": float(mk.flatten(1).mean(1).mean()), "images": len(masks)}
+    return {"pointing_game": float(near.flatten(1).double().mean(1).mean()),
+            "relevance_mass": float(mk.flatten(1).double().mean(1).mean()),
+            "images": len(masks)}
 
 
 def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
