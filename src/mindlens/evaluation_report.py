@@ -74,7 +74,8 @@ def localization(table: CriteriaTable, region: str = "the expert's mask",
         hit, mass = f["pointing_game"], f["relevance_mass"]
         tol = f.get("pointing_tolerance_px", 0)
         near = f"within {tol:g} px of {region}" if tol else f"on {region}"
-        text = (f"{title}'s strongest point fell {near} in {_pct(hit)} of {subjects}; "
+        owner = f"{title}'" if title.endswith("s") else f"{title}'s"
+        text = (f"{owner} strongest point fell {near} in {_pct(hit)} of {subjects}; "
                 f"{_pct(mass)} of its positive relevance lay inside the marked area")
         rows.append({"title": title, "pointing_game": _fmt(hit), "relevance_mass": _fmt(mass),
                      "images": f["images_with_mask"], "text": text + ".",
