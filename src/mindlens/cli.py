@@ -208,9 +208,8 @@ def evaluate_cmd(
         clf = load_demo_model("retina")
         pixels, labels, lesion_masks = retina.generate(n, DEMO_SEED)
         images: list[Any] = list(pixels)
-        mask_files: list[Any] = [m if y == 1 else None for m, y in zip(lesion_masks, labels,
+        mask_files: list[Any] | None = [m if y == 1 else None for m, y in zip(lesion_masks, labels,
                                                                         strict=True)]
-        masks = Path("demo")  # masks are given
         names = names or [m for m in methods.names() if m not in DEMO_SKIP]
         unit = demo_unit_path("retina")
         if unit is not None:
@@ -225,6 +224,8 @@ def evaluate_cmd(
             raise typer.BadParameter("give --model and --data, or --demo retina")
         clf = load_model(model)
         images, mask_files = collect(data, masks)
+        if masks is None:
+            mask_files = None
     out_dir.mkdir(parents=True, exist_ok=True)
     with Progress(console=err, transient=True) as bar:
         tasks: dict[str, Any] = {}
@@ -234,7 +235,7 @@ def evaluate_cmd(
                 tasks[method] = bar.add_task(method, total=total)
             bar.update(tasks[method], completed=done)
 
-        table = evaluate(clf, images, mask_files if masks else None, names, out_dir,
+        table = evaluate(clf, images, mask_files, names, out_dir,
                          steps=steps, progress=progress, params=params,
                          tolerance=15.0 if tolerance is None else tolerance,
                          colour_check=bool(colour_check))
