@@ -1,6 +1,8 @@
 """Time mindlens ``lrp`` (epsilon_plus_flat) against Zennit EpsilonPlusFlat (same rules and
 canonization, set up as in tests/methods/test_lrp_peers.py) and Captum LRP, next to one
 forward and one forward+backward, on mobilenet_v2 and cifar10_resnet20 at batch 1 and 16.
+``lrp (first call)`` empties the plan cache before each call (the tracing forward runs);
+``lrp (cached)`` is a repeated call on the same model (plan, merged weights reused).
 
     MINDLENS_ASSETS=../shared/assets PYTHONPATH=src python benchmarks/lrp.py [--reps 3]
 
@@ -29,6 +31,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default="mobilenet_v2,cifar10_resnet20")
+    ap.add_argument("--batches", default="1,16")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import tempfile
@@ -43,12 +46,13 @@ def main() -> None:
     from tests.methods.test_lrp_peers import zennit_setup
     from zennit.attribution import Gradient
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.reps}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.reps}, "
+          f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'model':18} {'B':>3} {'method':28} {'ms/img':>9} {'x fwd+bwd':>9} {'x zennit':>9}")
     for name in args.models.split(","):
         clf = load_asset(name)
         zmodel, zcomp = zennit_setup(clf)
-        for batch in (1, 16):
+        for batch in map(int, args.batches.split(",")):
             gen = torch.Generator().manual_seed(0)
             x = torch.randn(batch, 3, *clf.input_size, generator=gen) * 0.5
             cls = torch.arange(batch) % 9 + 1 + clf.logit_offset
@@ -92,6 +96,12 @@ def make_cases(clf, zmodel, zcomp, x, cls, Gradient, CaptumLRP) -> dict:
     def ours():
         mindlens.explain(clf, x, "lrp", target=cls - clf.logit_offset, init="one")
 
+    def ours_first():  # a model not seen before: the tracing forward runs again
+        clear = getattr(mindlens.methods.lrp, "clear_cache", None)
+        if clear is not None:
+            clear()
+        ours()
+
     def zennit():
         with Gradient(zmodel, zcomp) as attr:
             attr(x, lambda o: torch.zeros_like(o).scatter_(1, cls[:, None], 1.0))
@@ -103,7 +113,7 @@ def make_cases(clf, zmodel, zcomp, x, cls, Gradient, CaptumLRP) -> dict:
 
 
     return {"forward (no_grad)": fwd, "forward+backward to input": fwdbwd,
-            "mindlens lrp": ours, "zennit EpsilonPlusFlat": zennit, "captum LRP": captum}
+            "mindlens lrp (first call)": ours_first, "mindlens lrp (cached)": ours, "zennit EpsilonPlusFlat": zennit, "captum LRP": captum}
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ The first linear-type layer (for ``Flat``/``ZBox`` first-layer rules) is the fir
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,6 +59,7 @@ class Plan:
     layers: list[LayerPlan] = field(default_factory=list)
     identities: list[tuple[str, nn.Module]] = field(default_factory=list)
     first: str | None = None
+    sequence: list[str] = field(default_factory=list)  # traced layer calls, in order
 
     @property
     def merges(self) -> dict[str, str]:
@@ -137,11 +139,25 @@ class _Tracer:
         self.keep.append(result)
 
 
-def plan(clf: Classifier, x: torch.Tensor, composite: Composite) -> Plan:
-    """Trace one forward of ``x[:1]`` and assign rules, merges and identities."""
-    check_rules(clf, composite)
+@dataclass
+class Trace:
+    """What one traced forward found (names only, no tensors or modules): the rule-bearing
+    layer calls in execution order and ``into`` = ``{merged BatchNorm: its layer}``."""
+
+    calls: list[str]
+    into: dict[str, str]
+
+    def order(self) -> list[str]:
+        """Each layer once, in order of its first call."""
+        return list(dict.fromkeys(self.calls))
+
+
+def trace(clf: Classifier, x: torch.Tensor, activations: str = "pass",
+          sum_epsilon: float = 1e-6) -> Trace:
+    """One forward of ``x[:1]`` inside ``clf.patched()``: which layers run, in what order,
+    and which BatchNorms can be merged (see the module docstring)."""
     tracer = _Tracer(clf.module)
-    mode = LRPMode(composite.activations, composite.sum_epsilon, tracer.observe, tracer.where)
+    mode = LRPMode(activations, sum_epsilon, tracer.observe, tracer.where)
     tracer.mode = mode
     with clf.patched() as patch, torch.enable_grad():
         patch.set_requires_grad(False)
@@ -152,7 +168,6 @@ def plan(clf: Classifier, x: torch.Tensor, composite: Composite) -> Plan:
             clf(x[:1].detach().requires_grad_(True))
     events = tracer.events
     calls = Counter(e["name"] for e in events)
-    merged: dict[str, nn.Module] = {}
     into: dict[str, str] = {}
     for e in events:
         module = e["module"]
@@ -165,20 +180,31 @@ def plan(clf: Classifier, x: torch.Tensor, composite: Composite) -> Plan:
               and module.running_mean is not None
               and src["module"].weight.shape[0] == module.num_features)
         if ok:
-            merged[src["name"]] = module
             into[e["name"]] = src["name"]
+    return Trace([e["name"] for e in events], into)
+
+
+OpFactory = Callable[[str, nn.Module, "str | None", "nn.Module | None"], AffineOp]
+
+
+def _make_op(name: str, module: nn.Module, bn_name: str | None, bn: nn.Module | None
+             ) -> AffineOp:
+    return make_op(module, bn)
+
+
+def assign(clf: Classifier, x: torch.Tensor, composite: Composite, found: Trace,
+           modules: dict[str, nn.Module], op_for: OpFactory = _make_op) -> Plan:
+    """Rules, merges and identities for ``composite`` from a :class:`Trace`; ``op_for``
+    builds (or looks up) each layer's op with its merged BatchNorm."""
+    order = found.order()
     first = None
     if composite.first is not None:
-        first = next((e["name"] for e in events
-                      if isinstance(e["module"], composite.first_types)), None)
-    result = Plan(first=first)
-    seen: set[str] = set()
-    for e in events:
-        name, module = e["name"], e["module"]
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in into:
+        first = next((n for n in order if isinstance(modules[n], composite.first_types)), None)
+    merged = {src: bn for bn, src in found.into.items()}
+    result = Plan(first=first, sequence=found.calls)
+    for name in order:
+        module = modules[name]
+        if name in found.into:
             result.identities.append((name, module))
             continue
         rule = composite.rule_for(name, module, first=name == first)
@@ -189,11 +215,16 @@ def plan(clf: Classifier, x: torch.Tensor, composite: Composite) -> Plan:
             like = x[(slice(0, 1), slice(None)) + (slice(0, 1),) * (x.dim() - 2)]
             low, high = clf.spec.bounds(like)
             rule = replace(rule, low=low, high=high)
-        bn = merged.get(name)
-        result.layers.append(LayerPlan(name, module, rule, make_op(module, bn),
-                                       into_name(into, name)))
+        bn_name = merged.get(name)
+        bn = modules[bn_name] if bn_name is not None else None
+        result.layers.append(LayerPlan(name, module, rule, op_for(name, module, bn_name, bn),
+                                       bn_name))
     return result
 
 
-def into_name(into: dict[str, str], layer: str) -> str | None:
-    return next((bn for bn, src in into.items() if src == layer), None)
+def plan(clf: Classifier, x: torch.Tensor, composite: Composite) -> Plan:
+    """Trace one forward of ``x[:1]`` and assign rules, merges and identities (uncached;
+    :func:`~.cache.cached_plan` reuses the trace and the merged weights)."""
+    check_rules(clf, composite)
+    found = trace(clf, x, composite.activations, composite.sum_epsilon)
+    return assign(clf, x, composite, found, dict(clf.module.named_modules()))

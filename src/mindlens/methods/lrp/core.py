@@ -9,6 +9,10 @@ that flows backward *is* the relevance (Zennit's design), so one
 initial relevance vector ``R_out``, and unhooked routing ops (slicing, cat, max pooling)
 move it by their ordinary gradient. Parameters never require grad during the pass, and
 the model's parameters are never written to.
+
+The plan comes from :func:`~.cache.cached_plan`. Each pass records the layer calls; if
+they differ from the traced ones, or a merged BatchNorm does not read its layer's output
+(the model's forward changed since the trace), the pass is rerun with a fresh trace.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 import torch
 
 from ...model import Classifier
-from .canonizers import LayerPlan, Plan, plan
+from .cache import cached_plan
+from .canonizers import LayerPlan, Plan
 from .composites import Composite
 from .functional import LRPMode
 from .ops import AffineOp
@@ -46,19 +51,43 @@ class _RuleFn(torch.autograd.Function):
         return ctx.rule.relevance(ctx.op, x, r, ctx.prepared), None, None
 
 
-def _rule_forward(layer: LayerPlan, mode: LRPMode):
+class _Record:
+    """The layer calls of one LRP pass, checked against the traced plan."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.outputs: dict[str, Tensor] = {}
+        self.merged_ok = True
+
+    def matches(self, the_plan: Plan) -> bool:
+        return self.merged_ok and self.calls == the_plan.sequence
+
+
+def _rule_forward(layer: LayerPlan, mode: LRPMode, record: _Record):
+    name, op, rule, keep = layer.name, layer.op, layer.rule, layer.merged is not None
+
     def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        record.calls.append(name)
         mode.paused += 1
         try:
-            return _RuleFn.apply(x, layer.op, layer.rule)
+            out = _RuleFn.apply(x, op, rule)
         finally:
             mode.paused -= 1
+        if keep:
+            record.outputs[name] = out
+        return out
 
     return forward
 
 
-def _identity(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    return x
+def _identity(name: str, src: str, record: _Record):
+    def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        record.calls.append(name)
+        if record.outputs.get(src) is not x:
+            record.merged_ok = False
+        return x
+
+    return forward
 
 
 @dataclass
@@ -79,16 +108,24 @@ class Graph:
 
 @contextmanager
 def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Graph]:
-    """Trace, canonize, run the forward pass with rules; restore the model on exit."""
-    the_plan = plan(clf, x, composite)
-    mode = LRPMode(composite.activations, composite.sum_epsilon)
-    xg = x.detach().requires_grad_(True)
-    with clf.patched() as patch, torch.enable_grad():
-        patch.set_requires_grad(False)
-        for layer in the_plan.layers:
-            patch.set_attribute(layer.module, "forward", _rule_forward(layer, mode))
-        for _, bn in the_plan.identities:
-            patch.set_attribute(bn, "forward", _identity)
-        with mode:
-            logits = clf(xg)
-        yield Graph(xg, logits, the_plan, mode)
+    """Plan (cached), canonize, run the forward pass with rules; restore the model on
+    exit."""
+    for fresh in (False, True):
+        the_plan = cached_plan(clf, x, composite, fresh=fresh)
+        mode = LRPMode(composite.activations, composite.sum_epsilon)
+        record = _Record()
+        xg = x.detach().requires_grad_(True)
+        with clf.patched() as patch, torch.enable_grad():
+            patch.set_requires_grad(False)
+            for layer in the_plan.layers:
+                patch.set_attribute(layer.module, "forward", _rule_forward(layer, mode, record))
+            src = {lp.merged: lp.name for lp in the_plan.layers if lp.merged}
+            for name, bn in the_plan.identities:
+                patch.set_attribute(bn, "forward", _identity(name, src[name], record))
+            with mode:
+                logits = clf(xg)
+            # a fresh trace that still differs: the forward is not repeatable (as before
+            # caching, the pass is used as it is)
+            if fresh or record.matches(the_plan):
+                yield Graph(xg, logits, the_plan, mode)
+                return

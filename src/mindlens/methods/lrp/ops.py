@@ -10,10 +10,16 @@ temporarily substituted parameter tensors (restored in ``finally``) and autograd
 
 BatchNorm canonization (:mod:`.canonizers`) never writes to the model: a merged pair is an
 op whose ``weight``/``bias`` are the fused values ``W * s`` and ``(b - mu) * s + beta``.
+
+Ops are cached between calls (:mod:`.cache`), so they hold their module only by weak
+reference (a cache must not keep the user's model alive) and keep tensors that rules
+derive from the parameters (``w+``, ``w-``, ...) in :meth:`AffineOp.derived`.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -25,8 +31,6 @@ Tensor = torch.Tensor
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR = (nn.Linear,)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_CONV_INPUT = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input,
-               3: torch.nn.grad.conv3d_input}
 
 
 class AffineOp:
@@ -34,6 +38,15 @@ class AffineOp:
 
     weight: Tensor
     bias: Tensor | None
+    memo: dict[Hashable, Any]
+
+    def derived(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per op (an op lives as long as its parameters are
+        unchanged): modified weights such as ``weight.clamp(min=0)``."""
+        memo = self.__dict__.setdefault("memo", {})
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -50,19 +63,26 @@ class ConvOp(AffineOp):
     """``nn.Conv1d/2d/3d`` (any padding mode, groups, dilation)."""
 
     def __init__(self, module: nn.Module, weight: Tensor, bias: Tensor | None) -> None:
-        self.module, self.weight, self.bias = module, weight, bias
-        dims = weight.dim() - 2
-        self._fast = (module.padding_mode == "zeros" and not isinstance(module.padding, str))
-        self._input_grad = _CONV_INPUT[dims]
+        self._module, self.weight, self.bias = weakref.ref(module), weight, bias
+
+    @property
+    def module(self) -> nn.Module:
+        module = self._module()
+        assert module is not None, "the op outlived its model"
+        return module
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return self.module._conv_forward(x, weight, bias)
 
     def vjp(self, x: Tensor, weight: Tensor, s: Tensor) -> Tensor:
-        if not self._fast:
-            return super().vjp(x, weight, s)
         m = self.module
-        return self._input_grad(x.shape, weight, s, m.stride, m.padding, m.dilation, m.groups)
+        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+            return super().vjp(x, weight, s)
+        # torch.nn.grad.conv*_input with the real input in place of an expanded dummy,
+        # which convolution_backward would first copy into a contiguous tensor
+        return torch.ops.aten.convolution_backward(
+            s, x, weight, None, m.stride, m.padding, m.dilation, False,
+            [0] * (weight.dim() - 2), m.groups, (True, False, False))[0]
 
 
 class LinearOp(AffineOp):
@@ -102,10 +122,16 @@ class ModuleOp(AffineOp):
     tensors and put back in ``finally`` (the instance ``forward`` is the LRP wrapper)."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.module = module
+        self._module = weakref.ref(module)
         self.weight = module.weight.detach()
         bias = getattr(module, "bias", None)
         self.bias = bias.detach() if isinstance(bias, Tensor) else None
+
+    @property
+    def module(self) -> nn.Module:
+        module = self._module()
+        assert module is not None, "the op outlived its model"
+        return module
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         params: dict[str, Any] = self.module._parameters
