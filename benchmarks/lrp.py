@@ -113,7 +113,8 @@ def make_cases(clf, zmodel, zcomp, x, cls, Gradient, CaptumLRP) -> dict:
 
 
     return {"forward (no_grad)": fwd, "forward+backward to input": fwdbwd,
-            "mindlens lrp (first call)": ours_first, "mindlens lrp (cached)": ours, "zennit EpsilonPlusFlat": zennit, "captum LRP": captum}
+            "mindlens lrp (first call)": ours_first, "mindlens lrp (cached)": ours,
+            "zennit EpsilonPlusFlat": zennit, "captum LRP": captum}
 
 
 if __name__ == "__main__":
