@@ -1,0 +1,128 @@
+"""The LRP plan cache (mindlens.methods.lrp.cache): a repeated call skips the tracing
+forward, any change to the weights, the module tree or the forward's behaviour gives the
+map of an uncached call, the cache never keeps a model alive and leaves it untouched."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mindlens
+from mindlens.methods.lrp import cache, clear_cache
+
+from ..conftest import assert_untouched, fingerprint
+from .test_lrp import tiny
+
+
+@pytest.fixture
+def traces(monkeypatch):
+    """Counts the tracing forwards (from an empty cache)."""
+    clear_cache()
+    count = {"n": 0}
+    real = cache.trace
+
+    def counting(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "trace", counting)
+    return count
+
+
+def uncached(clf, x, method="lrp", **params):
+    clear_cache()
+    return mindlens.explain(clf, x, method, **params)
+
+
+def test_second_call_skips_the_trace_and_gives_the_same_map(traces, resnet20):
+    clf = tiny(seed=7)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    before = fingerprint(clf.module)
+    first = uncached(clf, x, "sglrp", top_k=2)
+    assert traces["n"] == 1
+    for method in ("sglrp", "lrp", "clrp"):  # one trace serves every composite and method
+        e = mindlens.explain(clf, x, method, top_k=2)
+        if method == "sglrp":
+            assert torch.equal(e.raw, first.raw)
+    mindlens.explain(clf, x[:1], "lrp", composite="epsilon_gamma_box")  # other batch size
+    assert traces["n"] == 1
+    assert_untouched(before, clf.module)
+    for size in (32, 40, 32, 40):  # one trace per input shape
+        mindlens.explain(resnet20, torch.randn(1, 3, size, size), "lrp")
+    assert traces["n"] == 3
+
+
+def test_changing_a_weight_in_place_invalidates(traces):
+    clf = tiny(seed=8)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    old = mindlens.explain(clf, x, "lrp", target=1)
+    for change in (lambda m: m.conv2.weight.mul_(-1.5),     # merged with bn
+                   lambda m: m.bn.running_var.mul_(3.0),    # buffer of the merged BN
+                   lambda m: m.fc.bias.add_(1.0)):
+        with torch.no_grad():
+            change(clf.module)
+        new = mindlens.explain(clf, x, "lrp", target=1)
+        assert not torch.allclose(new.maps, old.maps)
+        assert torch.equal(new.raw, uncached(clf, x, target=1).raw)
+        old = new
+    clf.module.bn.eps = 0.5  # a plain attribute the merged weights depend on
+    new = mindlens.explain(clf, x, "lrp", target=1)
+    assert not torch.allclose(new.maps, old.maps)
+    assert torch.equal(new.raw, uncached(clf, x, target=1).raw)
+    clf.module.fc.weight = nn.Parameter(clf.module.fc.weight.detach() * 2)  # new tensor
+    new = mindlens.explain(clf, x, "lrp", target=1)
+    assert torch.equal(new.raw, uncached(clf, x, target=1).raw)
+    assert traces["n"] == 6  # the first call and the five uncached ones
+
+
+def test_replaced_module_or_changed_forward_retraces(traces):
+    clf = tiny(seed=9)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    mindlens.explain(clf, x, "lrp")
+    clf.module.conv1 = nn.Conv2d(3, 4, 3, padding=1).double()
+    e = mindlens.explain(clf, x, "lrp", target=2)
+    assert traces["n"] == 2
+    assert torch.equal(e.raw, uncached(clf, x, target=2).raw)
+
+    class Switch(nn.Module):
+        """The BatchNorm reads the conv's output only while ``skip`` is off."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+            self.fc = nn.Linear(3 * 16, 2)
+            self.skip = False
+
+        def forward(self, x):
+            y = self.conv(x)
+            y = self.bn(F.relu(y) if self.skip else y)
+            return self.fc(y.flatten(1))
+
+    torch.manual_seed(0)
+    model = Switch().double().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.weight.uniform_(0.5, 2.0)
+    sw = mindlens.Classifier(model, (4, 4), 3)
+    z = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    assert mindlens.explain(sw, z, "lrp").extras["merged_batchnorm"] == {"conv": "bn"}
+    model.skip = True  # same modules, same weights, different graph: no merge now
+    e = mindlens.explain(sw, z, "lrp", target=0)
+    assert e.extras["merged_batchnorm"] == {}
+    assert torch.equal(e.raw, uncached(sw, z, target=0).raw)
+
+
+def test_cache_does_not_keep_the_model_alive():
+    clf = tiny(seed=10)
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    mindlens.explain(clf, x, "lrp", composite="epsilon_gamma_box")
+    ref = weakref.ref(clf.module)
+    assert ref() in cache._CACHE
+    del clf
+    gc.collect()
+    assert ref() is None
