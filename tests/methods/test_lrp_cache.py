@@ -126,3 +126,29 @@ def test_cache_does_not_keep_the_model_alive():
     del clf
     gc.collect()
     assert ref() is None
+
+
+def test_trace_knows_which_inputs_are_nonnegative():
+    """Rules skip splitting inputs that are >= 0 by construction; anything that can be
+    negative (the image, a hardtanh at its default -1, a negative write) is split."""
+    from mindlens.methods.lrp.canonizers import trace
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+            self.d, self.e = nn.Conv2d(4, 4, 1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = F.pad(F.max_pool2d(F.relu6(self.a(x)), 2), (1, 1, 1, 1))  # >= 0
+            z = F.hardtanh(self.b(y))  # [-1, 1]
+            w = torch.clamp(self.c(z), min=0.0)
+            w[:, :1] = -1.0
+            v = F.adaptive_avg_pool2d(torch.sigmoid(self.d(w)), 1).flatten(1)
+            return self.e(v)
+
+    clf = mindlens.Classifier(Net(), (4, 4), 3)
+    found = trace(clf, torch.randn(1, 3, 4, 4))
+    assert found.nonneg == {"b", "e"}
+    clf = tiny(seed=11)
+    assert trace(clf, torch.randn(1, 3, 8, 8, dtype=torch.float64)).nonneg == {"conv2", "fc"}

@@ -68,13 +68,11 @@ def _fingerprint(modules: tuple[nn.Module, ...]) -> _Key:
     return tuple(key)
 
 
-def _same_tree(model: nn.Module, refs: list[tuple[str, weakref.ref]]) -> bool:
-    it = iter(refs)
-    for name, module in model.named_modules():
-        ref = next(it, None)
-        if ref is None or ref[0] != name or ref[1]() is not module:
-            return False
-    return next(it, None) is None
+def _same_tree(modules: list[tuple[str, nn.Module]],
+               refs: list[tuple[str, weakref.ref]]) -> bool:
+    return len(modules) == len(refs) and all(
+        name == ref_name and ref() is module
+        for (name, module), (ref_name, ref) in zip(modules, refs, strict=True))
 
 
 def _trace_key(x: torch.Tensor, composite: Composite) -> _Key:
@@ -85,20 +83,21 @@ def cached_plan(clf: Classifier, x: torch.Tensor, composite: Composite,
                 fresh: bool = False) -> Plan:
     """The :class:`~.canonizers.Plan` for ``composite`` on ``clf`` and inputs shaped like
     ``x``; traces only when nothing valid is cached (or ``fresh``)."""
-    check_rules(clf, composite)
     model = clf.module
+    modules = list(model.named_modules())
+    check_rules(clf, composite, modules)
     entry = _CACHE.get(model)
     if entry is None:
         entry = _CACHE[model] = _ModelCache()
     key = _trace_key(x, composite)
     hit = None if fresh else entry.traces.get(key)
-    if hit is not None and not _same_tree(model, hit[1]):
+    if hit is not None and not _same_tree(modules, hit[1]):
         entry.traces.clear()
         entry.ops.clear()
         hit = None
     if hit is None:
         found = trace(clf, x, composite.activations, composite.sum_epsilon)
-        entry.traces[key] = (found, [(n, weakref.ref(m)) for n, m in model.named_modules()])
+        entry.traces[key] = (found, [(n, weakref.ref(m)) for n, m in modules])
     else:
         found = hit[0]
 
@@ -114,7 +113,7 @@ def cached_plan(clf: Classifier, x: torch.Tensor, composite: Composite,
         entry.ops[(name, bn_name)] = (fp, keep, op)
         return op
 
-    return assign(clf, x, composite, found, dict(model.named_modules()), op_for)
+    return assign(clf, x, composite, found, dict(modules), op_for)
 
 
 def forget(clf: Classifier, x: torch.Tensor, composite: Composite) -> None:

@@ -20,6 +20,11 @@ routing gradient from :mod:`.functional`; nothing needs rewriting.
 
 The first linear-type layer (for ``Flat``/``ZBox`` first-layer rules) is the first one
 *executed*, not the first registered.
+
+The trace also records which layers read a tensor that is non-negative by construction
+(the output of a ReLU, ReLU6, sigmoid, clamp at ``min >= 0``, ..., possibly moved by
+routing ops or pooled), so that their rules can skip splitting the input into positive
+and negative parts (an extra pass over it per layer, and a device sync).
 """
 
 from __future__ import annotations
@@ -35,10 +40,14 @@ from torch import nn
 from ...errors import NotApplicableError
 from ...model import Classifier
 from .composites import Composite
-from .functional import LRPMode
+from .functional import NORMS, ROUTES, LRPMode
 from .ops import BATCHNORM, CONV, LINEAR, AffineOp, make_op
 from .rules import Rule, ZBox
 
+_NONNEG = {"relu", "relu_", "relu6", "sigmoid", "sigmoid_", "softplus", "hardsigmoid"}
+_NONNEG_IF_LOW = {"hardtanh": "min_val", "hardtanh_": "min_val", "clamp": "min",
+                  "clamp_": "min", "clamp_min": "min", "clamp_min_": "min", "clip": "min",
+                  "clip_": "min"}  # non-negative when the lower bound is >= 0
 _ACTIVATION_MODULES = (nn.PReLU, nn.RReLU, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.Hardtanh,
                        nn.SiLU, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.Sigmoid, nn.Tanh)
 
@@ -52,6 +61,7 @@ class LayerPlan:
     rule: Rule
     op: AffineOp
     merged: str | None = None
+    nonneg: bool = False  # the input is >= 0 by construction (see the module docstring)
 
 
 @dataclass
@@ -79,9 +89,11 @@ def needs_rule(module: nn.Module) -> bool:
     return next(iter(module.parameters(recurse=False)), None) is not None
 
 
-def check_rules(clf: Classifier, composite: Composite) -> None:
-    """Every layer with parameters must have a rule (or an error that says how to add one)."""
-    for name, module in clf.module.named_modules():
+def check_rules(clf: Classifier, composite: Composite,
+                modules: list[tuple[str, nn.Module]] | None = None) -> None:
+    """Every layer with parameters must have a rule (or an error that says how to add one).
+    ``modules``: ``clf.module.named_modules()``, when the caller has it already."""
+    for name, module in modules if modules is not None else clf.module.named_modules():
         if not needs_rule(module) or isinstance(module, BATCHNORM):
             continue
         if composite.rule_for(name, module, first=False) is None and not (
@@ -106,6 +118,7 @@ class _Tracer:
         self.consumers: Counter[int] = Counter()
         self.keep: list[Any] = []
         self.mode: LRPMode | None = None
+        self.nonneg: dict[int, bool] = {}
 
     def where(self) -> str:
         inner = next((n for n in reversed(self.stack) if n), "")
@@ -119,7 +132,8 @@ class _Tracer:
             x = inputs[0] if inputs else None
             self.keep.append(x)
             self.consumers[id(x)] += 1
-            self.events.append({"name": self.names[module], "module": module, "in": id(x)})
+            self.events.append({"name": self.names[module], "module": module, "in": id(x),
+                                "nonneg": self.nonneg.get(id(x), False)})
 
     def post(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         self.stack.pop()
@@ -129,14 +143,44 @@ class _Tracer:
             event = next(e for e in reversed(self.events) if e["module"] is module)
             self.keep.append(output)
             self.producer[id(output)] = self.events.index(event)
+            self.nonneg[id(output)] = False
 
-    def observe(self, func: Any, args: tuple, result: Any) -> None:
+    def observe(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
         for a in args:
             for t in a if isinstance(a, (list, tuple)) else (a,):
                 if isinstance(t, torch.Tensor):
                     self.consumers[id(t)] += 1
                     self.keep.append(t)
         self.keep.append(result)
+        name = getattr(func, "__name__", "")
+        if name == "__setitem__":  # x[i] = v writes into x
+            v = args[2] if len(args) > 2 else None
+            ok = self.nonneg.get(id(args[0]), False) and (
+                self.nonneg.get(id(v), False) if isinstance(v, torch.Tensor)
+                else isinstance(v, (int, float)) and v >= 0)
+            self.nonneg[id(args[0])] = ok
+            return
+        nonneg = self._nonneg(name, args, kwargs)
+        for t in result if isinstance(result, (list, tuple)) else (result,):
+            if isinstance(t, torch.Tensor):  # in-place ops return their input: updated
+                self.nonneg[id(t)] = nonneg
+
+    def _nonneg(self, name: str, args: tuple, kwargs: dict) -> bool:
+        """Whether the op's result is >= 0 whatever the data."""
+        if name in _NONNEG:
+            return True
+        if name in _NONNEG_IF_LOW:
+            low = args[1] if len(args) > 1 else kwargs.get(_NONNEG_IF_LOW[name])
+            return isinstance(low, (int, float)) and not isinstance(low, bool) and low >= 0
+        if name not in ROUTES and name not in NORMS:
+            return False
+        if name == "pad":
+            value = args[3] if len(args) > 3 else kwargs.get("value")
+            if value is not None and value < 0:
+                return False
+        data = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,))
+                if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        return bool(data) and all(self.nonneg.get(id(t), False) for t in data)
 
 
 @dataclass
@@ -146,6 +190,7 @@ class Trace:
 
     calls: list[str]
     into: dict[str, str]
+    nonneg: set[str] = field(default_factory=set)  # layers whose input is always >= 0
 
     def order(self) -> list[str]:
         """Each layer once, in order of its first call."""
@@ -181,7 +226,9 @@ def trace(clf: Classifier, x: torch.Tensor, activations: str = "pass",
               and src["module"].weight.shape[0] == module.num_features)
         if ok:
             into[e["name"]] = src["name"]
-    return Trace([e["name"] for e in events], into)
+    signed = {e["name"] for e in events if not e["nonneg"]}
+    return Trace([e["name"] for e in events], into,
+                 {e["name"] for e in events} - signed)
 
 
 OpFactory = Callable[[str, nn.Module, "str | None", "nn.Module | None"], AffineOp]
@@ -218,7 +265,7 @@ def assign(clf: Classifier, x: torch.Tensor, composite: Composite, found: Trace,
         bn_name = merged.get(name)
         bn = modules[bn_name] if bn_name is not None else None
         result.layers.append(LayerPlan(name, module, rule, op_for(name, module, bn_name, bn),
-                                       bn_name))
+                                       bn_name, name in found.nonneg))
     return result
 
 

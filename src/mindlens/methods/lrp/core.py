@@ -39,16 +39,17 @@ class _RuleFn(torch.autograd.Function):
     """Forward: the layer's affine map; backward: its LRP rule."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, op: AffineOp, rule: Rule) -> Tensor:
+    def forward(ctx: Any, x: Tensor, op: AffineOp, rule: Rule, nonneg: bool) -> Tensor:
         out = op.forward(x, op.weight, op.bias)
         ctx.save_for_backward(x)
         ctx.op, ctx.rule, ctx.prepared = op, rule, rule.prepare(op, x, out)
+        ctx.nonneg = nonneg
         return out
 
     @staticmethod
     def backward(ctx: Any, r: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        return ctx.rule.relevance(ctx.op, x, r, ctx.prepared), None, None
+        return ctx.rule.backward(ctx.op, x, r, ctx.prepared, ctx.nonneg), None, None, None
 
 
 class _Record:
@@ -65,12 +66,13 @@ class _Record:
 
 def _rule_forward(layer: LayerPlan, mode: LRPMode, record: _Record):
     name, op, rule, keep = layer.name, layer.op, layer.rule, layer.merged is not None
+    nonneg = layer.nonneg
 
     def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         record.calls.append(name)
         mode.paused += 1
         try:
-            out = _RuleFn.apply(x, op, rule)
+            out = _RuleFn.apply(x, op, rule, nonneg)
         finally:
             mode.paused -= 1
         if keep:

@@ -45,7 +45,7 @@ _SUMS = {"add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub
 _SCALES = {"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "div", "div_",
            "__truediv__", "__itruediv__", "divide", "true_divide", "neg", "__neg__",
            "negative"}
-_NORMS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+NORMS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
           "adaptive_avg_pool2d", "adaptive_avg_pool3d", "mean", "sum"}
 ROUTES = {
     "__getitem__", "__setitem__", "__get__", "view", "view_as", "reshape", "reshape_as",
@@ -138,11 +138,11 @@ class _Sum(torch.autograd.Function):
 
 class LRPMode(TorchFunctionMode):
     """See the module docstring. ``paused`` > 0 lets calls through untouched (used inside
-    the rule layers). ``observer(func, args, result)`` (tracing) sees every call made
+    the rule layers). ``observer(func, args, kwargs, result)`` (tracing) sees every call made
     while not paused; ``where()`` names the module being run, for error messages."""
 
     def __init__(self, activations: str = "pass", epsilon: float = 1e-6,
-                 observer: Callable[[Any, tuple, Any], None] | None = None,
+                 observer: Callable[[Any, tuple, dict, Any], None] | None = None,
                  where: Callable[[], str] | None = None) -> None:
         super().__init__()
         self.activations, self.epsilon = activations, epsilon
@@ -156,7 +156,7 @@ class LRPMode(TorchFunctionMode):
             return func(*args, **kwargs)
         result = self._dispatch(func, args, kwargs)
         if self.observer is not None:
-            self.observer(func, args, result)
+            self.observer(func, args, kwargs, result)
         return result
 
     def _dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -177,7 +177,7 @@ class LRPMode(TorchFunctionMode):
                 return self._pass(name, func, args, kwargs, data[0])
             raise self._error(name, "a product or quotient of two relevance-carrying "
                               "tensors (gating) has no LRP rule")
-        if name in _NORMS and _is_data(args[0]):
+        if name in NORMS and _is_data(args[0]):
             self.counts[name] += 1
             rest = args[1:]
             return _Norm.apply(args[0], lambda t: func(t, *rest, **kwargs), self.epsilon)

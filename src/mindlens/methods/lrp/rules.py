@@ -30,9 +30,10 @@ def stabilize(z: Tensor, eps: float) -> Tensor:
     return z + torch.where(z >= 0, eps, -eps).to(z.dtype)
 
 
-def _split(x: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``(x+, x-)``; ``x-`` is ``None`` when ``x >= 0`` everywhere."""
-    if bool(x.min() < 0):
+def _split(x: Tensor, nonneg: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``(x+, x-)``; ``x-`` is ``None`` when ``x >= 0`` everywhere (known beforehand when
+    ``nonneg``: then no pass over ``x`` is needed)."""
+    if not nonneg and bool(x.min() < 0):
         return x.clamp(min=0), x.clamp(max=0)
     return x, None
 
@@ -45,9 +46,16 @@ def _neg(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.clamp(max=0)
 
 
+def _pos_neg(op: AffineOp) -> tuple[Tensor, Tensor]:
+    """``(w+, w-)``, computed once per op."""
+    return (op.derived("w+", lambda: op.weight.clamp(min=0)),
+            op.derived("w-", lambda: op.weight.clamp(max=0)))
+
+
 class Rule:
     """Base class: ``prepare`` runs in the forward pass (its tensors are kept for the
-    backward pass), ``relevance`` in the backward pass."""
+    backward pass), ``relevance`` in the backward pass. The LRP pass calls ``backward``,
+    which adds what the trace knows: ``nonneg``, the input is ``>= 0`` by construction."""
 
     name: ClassVar[str]
 
@@ -57,6 +65,10 @@ class Rule:
     def relevance(self, op: AffineOp, x: Tensor, r: Tensor, saved: tuple[Tensor, ...]
                   ) -> Tensor:
         raise NotImplementedError
+
+    def backward(self, op: AffineOp, x: Tensor, r: Tensor, saved: tuple[Tensor, ...],
+                 nonneg: bool) -> Tensor:
+        return self.relevance(op, x, r, saved)
 
 
 @dataclass(frozen=True)
@@ -93,12 +105,13 @@ class AlphaBeta(Rule):
                 f"alpha={self.alpha}, beta={self.beta}"
             )
 
-    def _part(self, op: AffineOp, x: Tensor, r: Tensor, positive: bool) -> Tensor:
-        w, b = op.weight, op.bias
-        wa, wb = (w.clamp(min=0), w.clamp(max=0)) if positive else (w.clamp(max=0),
-                                                                      w.clamp(min=0))
-        xp, xn = _split(x)
-        z = op.forward(xp, wa, _pos(b) if positive else _neg(b))
+    def _part(self, op: AffineOp, x: Tensor, r: Tensor, positive: bool,
+              xp: Tensor, xn: Tensor | None) -> Tensor:
+        w_pos, w_neg = _pos_neg(op)
+        wa, wb = (w_pos, w_neg) if positive else (w_neg, w_pos)
+        bias = op.derived("b+" if positive else "b-",
+                          lambda: _pos(op.bias) if positive else _neg(op.bias))
+        z = op.forward(xp, wa, bias)
         if xn is not None:
             z.add_(op.forward(xn, wb, None))
         # every term of z has the part's sign, so stab(z) is a shift (in place; where z = 0
@@ -111,11 +124,15 @@ class AlphaBeta(Rule):
         return rel
 
     def relevance(self, op, x, r, saved):
-        rel = self._part(op, x, r, True)
+        return self.backward(op, x, r, saved, False)
+
+    def backward(self, op, x, r, saved, nonneg):
+        xp, xn = _split(x, nonneg)
+        rel = self._part(op, x, r, True, xp, xn)
         if self.alpha != 1.0:
             rel = rel * self.alpha
         if self.beta:
-            rel = rel - self.beta * self._part(op, x, r, False)
+            rel = rel - self.beta * self._part(op, x, r, False, xp, xn)
         return rel
 
 
@@ -144,11 +161,18 @@ class Gamma(Rule):
         return (out > 0, out < 0)
 
     def relevance(self, op, x, r, saved):
+        return self.backward(op, x, r, saved, False)
+
+    def _params(self, op: AffineOp) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         w, b, g = op.weight, op.bias, self.gamma
         w_up, w_dn = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
         b_up = None if b is None else b + g * b.clamp(min=0)
         b_dn = None if b is None else b + g * b.clamp(max=0)
-        xp, xn = _split(x)
+        return w_up, w_dn, b_up, b_dn
+
+    def backward(self, op, x, r, saved, nonneg):
+        w_up, w_dn, b_up, b_dn = op.derived(("gamma", self.gamma), lambda: self._params(op))
+        xp, xn = _split(x, nonneg)
         rel = None
         for mask, wa, wb, bias in ((saved[0], w_up, w_dn, b_up), (saved[1], w_dn, w_up, b_dn)):
             z = op.forward(xp, wa, bias)
@@ -173,9 +197,11 @@ class Flat(Rule):
     name: ClassVar[str] = "flat"
 
     def relevance(self, op, x, r, saved):
-        ones = torch.ones_like(op.weight)
-        den = op.forward(torch.ones_like(x[:1]), ones, None)  # the same for every sample
-        return op.vjp(x, ones, r / stabilize(den, self.stabilizer))
+        ones = op.derived("ones", lambda: torch.ones_like(op.weight))
+        den = op.derived(("flat", self.stabilizer, x.shape[1:], x.dtype, x.device),
+                         lambda: stabilize(op.forward(torch.ones_like(x[:1]), ones, None),
+                                           self.stabilizer))  # the same for every sample
+        return op.vjp(x, ones, r / den)
 
 
 @dataclass(frozen=True)
