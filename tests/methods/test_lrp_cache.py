@@ -152,3 +152,30 @@ def test_trace_knows_which_inputs_are_nonnegative():
     assert found.nonneg == {"b", "e"}
     clf = tiny(seed=11)
     assert trace(clf, torch.randn(1, 3, 8, 8, dtype=torch.float64)).nonneg == {"conv2", "fc"}
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_alpha2_beta1_flat"])
+def test_backward_passes_sharing_denominators_equal_single_passes(composite):
+    """Top-k and the contrastive variants run several backward passes over one forward;
+    the input-only denominators kept between them give exactly the single-pass maps."""
+    clf = tiny(seed=12)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    many = mindlens.explain(clf, x, "lrp", top_k=3, composite=composite)
+    for t in range(3):
+        one = mindlens.explain(clf, x, "lrp", target=many.targets[:, t], composite=composite)
+        assert torch.equal(one.raw[:, 0], many.raw[:, t])
+    # CLRP with scaling: R_target - lambda R_dual from two passes; the same from two
+    # single-pass LRP runs started at the target and dual vectors
+    two = mindlens.explain(clf, x, "clrp", target=1, composite=composite)
+    assert two.cost.backward == 2
+    logits = clf(x).detach()
+    dual = (logits[:, 1:2] / (logits.shape[1] - 1)).expand_as(logits).clone()
+    dual[:, 1] = 0
+    from mindlens.methods.lrp.core import lrp_graph
+
+    with lrp_graph(clf, x, mindlens.methods.lrp.composites.get(composite)) as g:
+        r_dual = g.relevance(dual, retain=False)
+    r_t = mindlens.explain(clf, x, "lrp", target=1, composite=composite).raw[:, 0]
+    lam = r_t.flatten(1).sum(1) / r_dual.flatten(1).sum(1)
+    torch.testing.assert_close(two.raw[:, 0], r_t - lam.view(-1, 1, 1, 1) * r_dual,
+                               rtol=1e-12, atol=1e-12)

@@ -30,7 +30,7 @@ from .canonizers import LayerPlan, Plan
 from .composites import Composite
 from .functional import LRPMode
 from .ops import AffineOp
-from .rules import Rule
+from .rules import LayerCall, Rule
 
 Tensor = torch.Tensor
 
@@ -39,17 +39,20 @@ class _RuleFn(torch.autograd.Function):
     """Forward: the layer's affine map; backward: its LRP rule."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, op: AffineOp, rule: Rule, nonneg: bool) -> Tensor:
+    def forward(ctx: Any, x: Tensor, op: AffineOp, rule: Rule, nonneg: bool,
+                record: _Record) -> Tensor:
         out = op.forward(x, op.weight, op.bias)
         ctx.save_for_backward(x)
         ctx.op, ctx.rule, ctx.prepared = op, rule, rule.prepare(op, x, out)
-        ctx.nonneg = nonneg
+        ctx.call, ctx.record = LayerCall(nonneg), record
         return out
 
     @staticmethod
     def backward(ctx: Any, r: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        return ctx.rule.backward(ctx.op, x, r, ctx.prepared, ctx.nonneg), None, None, None
+        ctx.call.store = ctx.record.more
+        return (ctx.rule.backward(ctx.op, x, r, ctx.prepared, ctx.call),
+                None, None, None, None)
 
 
 class _Record:
@@ -59,6 +62,7 @@ class _Record:
         self.calls: list[str] = []
         self.outputs: dict[str, Tensor] = {}
         self.merged_ok = True
+        self.more = False  # more backward passes follow the current one
 
     def matches(self, the_plan: Plan) -> bool:
         return self.merged_ok and self.calls == the_plan.sequence
@@ -72,7 +76,7 @@ def _rule_forward(layer: LayerPlan, mode: LRPMode, record: _Record):
         record.calls.append(name)
         mode.paused += 1
         try:
-            out = _RuleFn.apply(x, op, rule, nonneg)
+            out = _RuleFn.apply(x, op, rule, nonneg, record)
         finally:
             mode.paused -= 1
         if keep:
@@ -100,9 +104,12 @@ class Graph:
     logits: Tensor
     plan: Plan
     mode: LRPMode
+    record: _Record
 
     def relevance(self, r_out: Tensor, retain: bool = True) -> Tensor:
-        """Input relevance ``[B, C, H, W]`` for output relevance ``r_out [B, classes]``."""
+        """Input relevance ``[B, C, H, W]`` for output relevance ``r_out [B, classes]``;
+        ``retain=False`` on the last pass (frees the graph)."""
+        self.record.more = retain
         (rel,) = torch.autograd.grad(self.logits, self.x, r_out.to(self.logits.dtype),
                                      retain_graph=retain)
         return rel
@@ -129,5 +136,6 @@ def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Grap
             # a fresh trace that still differs: the forward is not repeatable (as before
             # caching, the pass is used as it is)
             if fresh or record.matches(the_plan):
-                yield Graph(xg, logits, the_plan, mode)
+                record.outputs.clear()
+                yield Graph(xg, logits, the_plan, mode, record)
                 return

@@ -14,7 +14,8 @@ when a layer's input is non-negative (after a ReLU) the ``x-`` terms are skipped
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -52,10 +53,32 @@ def _pos_neg(op: AffineOp) -> tuple[Tensor, Tensor]:
             op.derived("w-", lambda: op.weight.clamp(max=0)))
 
 
+@dataclass
+class LayerCall:
+    """What the LRP pass tells :meth:`Rule.backward` about one call of a layer:
+    ``nonneg``, its input is ``>= 0`` by construction (traced), and ``memo``, kept across
+    the backward passes of one forward pass (top-k targets, the contrastive variants) for
+    terms that depend on the input only, such as a rule's denominator. ``store`` is False
+    on the last backward pass: nothing new is kept."""
+
+    nonneg: bool = False
+    memo: dict[Hashable, Tensor] = field(default_factory=dict)
+    store: bool = False
+
+    def get(self, key: Hashable, make: Callable[[], Tensor]) -> tuple[Tensor, bool]:
+        """``(value, owned)``; ``owned``: not kept, the caller may overwrite it in place."""
+        if key in self.memo:
+            return self.memo[key], False
+        value = make()
+        if self.store:
+            self.memo[key] = value
+        return value, not self.store
+
+
 class Rule:
     """Base class: ``prepare`` runs in the forward pass (its tensors are kept for the
     backward pass), ``relevance`` in the backward pass. The LRP pass calls ``backward``,
-    which adds what the trace knows: ``nonneg``, the input is ``>= 0`` by construction."""
+    which adds a :class:`LayerCall`."""
 
     name: ClassVar[str]
 
@@ -67,7 +90,7 @@ class Rule:
         raise NotImplementedError
 
     def backward(self, op: AffineOp, x: Tensor, r: Tensor, saved: tuple[Tensor, ...],
-                 nonneg: bool) -> Tensor:
+                 call: LayerCall) -> Tensor:
         return self.relevance(op, x, r, saved)
 
 
@@ -106,33 +129,37 @@ class AlphaBeta(Rule):
             )
 
     def _part(self, op: AffineOp, x: Tensor, r: Tensor, positive: bool,
-              xp: Tensor, xn: Tensor | None) -> Tensor:
+              xp: Tensor, xn: Tensor | None, call: LayerCall) -> Tensor:
         w_pos, w_neg = _pos_neg(op)
         wa, wb = (w_pos, w_neg) if positive else (w_neg, w_pos)
-        bias = op.derived("b+" if positive else "b-",
-                          lambda: _pos(op.bias) if positive else _neg(op.bias))
-        z = op.forward(xp, wa, bias)
-        if xn is not None:
-            z.add_(op.forward(xn, wb, None))
-        # every term of z has the part's sign, so stab(z) is a shift (in place; where z = 0
-        # all contributions are 0 and the sign of the shift does not matter)
-        z = z.add_(self.stabilizer) if positive else z.sub_(self.stabilizer)
-        s = torch.div(r, z, out=z)
+
+        def den() -> Tensor:
+            bias = op.derived("b+" if positive else "b-",
+                              lambda: _pos(op.bias) if positive else _neg(op.bias))
+            z = op.forward(xp, wa, bias)
+            if xn is not None:
+                z.add_(op.forward(xn, wb, None))
+            # every term of z has the part's sign, so stab(z) is a shift (where z = 0 all
+            # contributions are 0 and the sign of the shift does not matter)
+            return z.add_(self.stabilizer) if positive else z.sub_(self.stabilizer)
+
+        z, owned = call.get(("alpha_beta", positive, self.stabilizer), den)
+        s = torch.div(r, z, out=z) if owned else r / z
         rel = op.vjp(x, wa, s).mul_(xp)
         if xn is not None:
             rel.addcmul_(op.vjp(x, wb, s), xn)
         return rel
 
     def relevance(self, op, x, r, saved):
-        return self.backward(op, x, r, saved, False)
+        return self.backward(op, x, r, saved, LayerCall())
 
-    def backward(self, op, x, r, saved, nonneg):
-        xp, xn = _split(x, nonneg)
-        rel = self._part(op, x, r, True, xp, xn)
+    def backward(self, op, x, r, saved, call):
+        xp, xn = _split(x, call.nonneg)
+        rel = self._part(op, x, r, True, xp, xn, call)
         if self.alpha != 1.0:
             rel = rel * self.alpha
         if self.beta:
-            rel = rel - self.beta * self._part(op, x, r, False, xp, xn)
+            rel = rel - self.beta * self._part(op, x, r, False, xp, xn, call)
         return rel
 
 
@@ -161,7 +188,7 @@ class Gamma(Rule):
         return (out > 0, out < 0)
 
     def relevance(self, op, x, r, saved):
-        return self.backward(op, x, r, saved, False)
+        return self.backward(op, x, r, saved, LayerCall())
 
     def _params(self, op: AffineOp) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         w, b, g = op.weight, op.bias, self.gamma
@@ -170,9 +197,9 @@ class Gamma(Rule):
         b_dn = None if b is None else b + g * b.clamp(max=0)
         return w_up, w_dn, b_up, b_dn
 
-    def backward(self, op, x, r, saved, nonneg):
+    def backward(self, op, x, r, saved, call):
         w_up, w_dn, b_up, b_dn = op.derived(("gamma", self.gamma), lambda: self._params(op))
-        xp, xn = _split(x, nonneg)
+        xp, xn = _split(x, call.nonneg)
         rel = None
         for mask, wa, wb, bias in ((saved[0], w_up, w_dn, b_up), (saved[1], w_dn, w_up, b_dn)):
             z = op.forward(xp, wa, bias)
