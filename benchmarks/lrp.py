@@ -6,7 +6,8 @@ forward and one forward+backward, on mobilenet_v2 and cifar10_resnet20 at batch 
 
     MINDLENS_ASSETS=../shared/assets PYTHONPATH=src python benchmarks/lrp.py [--reps 3]
 
-Prints median ms per image and ratios. Not a test: nothing here passes or fails.
+Prints median ms per image and ratios; the cases take turns within each repetition.
+Not a test: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -58,18 +59,22 @@ def main() -> None:
             cls = torch.arange(batch) % 9 + 1 + clf.logit_offset
 
             cases = make_cases(clf, zmodel, zcomp, x, cls, Gradient, CaptumLRP)
-            rows = {}
+            rows: dict[str, float | str] = {}
             for label, fn in cases.items():
                 try:
                     fn()  # warm-up
-                    times = []
-                    for _ in range(args.reps):
-                        t = time.perf_counter()
-                        fn()
-                        times.append(time.perf_counter() - t)
-                    rows[label] = statistics.median(times) * 1000 / batch
                 except Exception as exc:  # a peer that cannot run this model
                     rows[label] = f"failed: {type(exc).__name__}: {str(exc)[:60]}"
+            # round robin: on a shared machine, load changes hit every case alike
+            times: dict[str, list[float]] = {k: [] for k in cases if k not in rows}
+            for _ in range(args.reps):
+                for label in times:
+                    t = time.perf_counter()
+                    cases[label]()
+                    times[label].append(time.perf_counter() - t)
+            for label, ts in times.items():
+                rows[label] = statistics.median(ts) * 1000 / batch
+            rows = {k: rows[k] for k in cases}
             fb, zen = rows["forward+backward to input"], rows["zennit EpsilonPlusFlat"]
             for label, ms in rows.items():
                 if isinstance(ms, str):
