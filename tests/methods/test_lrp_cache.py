@@ -44,9 +44,10 @@ def test_second_call_skips_the_trace_and_gives_the_same_map(traces, resnet20):
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     before = fingerprint(clf.module)
     first = uncached(clf, x, "sglrp", top_k=2)
-    assert traces["n"] == 1
+    assert traces["n"] == 1 and first.cost.forward == 2  # the trace and the LRP pass
     for method in ("sglrp", "lrp", "clrp"):  # one trace serves every composite and method
         e = mindlens.explain(clf, x, method, top_k=2)
+        assert e.cost.forward == 1
         if method == "sglrp":
             assert torch.equal(e.raw, first.raw)
     mindlens.explain(clf, x[:1], "lrp", composite="epsilon_gamma_box")  # other batch size
@@ -113,7 +114,7 @@ def test_replaced_module_or_changed_forward_retraces(traces):
     assert mindlens.explain(sw, z, "lrp").extras["merged_batchnorm"] == {"conv": "bn"}
     model.skip = True  # same modules, same weights, different graph: no merge now
     e = mindlens.explain(sw, z, "lrp", target=0)
-    assert e.extras["merged_batchnorm"] == {}
+    assert e.extras["merged_batchnorm"] == {} and e.cost.forward == 3  # pass, trace, pass
     assert torch.equal(e.raw, uncached(sw, z, target=0).raw)
 
 

@@ -113,11 +113,7 @@ def cached_plan(clf: Classifier, x: torch.Tensor, composite: Composite,
         entry.ops[(name, bn_name)] = (fp, keep, op)
         return op
 
-    return assign(clf, x, composite, found, dict(modules), op_for)
+    result = assign(clf, x, composite, found, dict(modules), op_for)
+    result.traced = hit is None
+    return result
 
-
-def forget(clf: Classifier, x: torch.Tensor, composite: Composite) -> None:
-    """Drop the trace for this input shape (the model's forward changed behaviour)."""
-    entry = _CACHE.get(clf.module)
-    if entry is not None:
-        entry.traces.pop(_trace_key(x, composite), None)

@@ -70,6 +70,7 @@ class Plan:
     identities: list[tuple[str, nn.Module]] = field(default_factory=list)
     first: str | None = None
     sequence: list[str] = field(default_factory=list)  # traced layer calls, in order
+    traced: bool = True  # a tracing forward ran for this plan (False: from the cache)
 
     @property
     def merges(self) -> dict[str, str]:

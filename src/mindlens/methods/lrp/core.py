@@ -105,6 +105,7 @@ class Graph:
     plan: Plan
     mode: LRPMode
     record: _Record
+    forwards: int = 1  # forward passes run, the trace(s) included
 
     def relevance(self, r_out: Tensor, retain: bool = True) -> Tensor:
         """Input relevance ``[B, C, H, W]`` for output relevance ``r_out [B, classes]``;
@@ -119,8 +120,10 @@ class Graph:
 def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Graph]:
     """Plan (cached), canonize, run the forward pass with rules; restore the model on
     exit."""
+    forwards = 0
     for fresh in (False, True):
         the_plan = cached_plan(clf, x, composite, fresh=fresh)
+        forwards += 1 + the_plan.traced
         mode = LRPMode(composite.activations, composite.sum_epsilon)
         record = _Record()
         xg = x.detach().requires_grad_(True)
@@ -137,5 +140,5 @@ def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Grap
             # caching, the pass is used as it is)
             if fresh or record.matches(the_plan):
                 record.outputs.clear()
-                yield Graph(xg, logits, the_plan, mode, record)
+                yield Graph(xg, logits, the_plan, mode, record, forwards)
                 return

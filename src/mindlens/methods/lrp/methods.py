@@ -85,7 +85,7 @@ class _LRPFamily(Method):
             method=self.name, maps=reduce_channels(raw, self.params["reduction"]),
             targets=classes, scores=scores, probs=probabilities(logits, classes),
             signed=self.signed, params=dict(self.params, composite=comp.name, score="logit"),
-            native_shape=tuple(x.shape[2:]), cost=Cost(forward=2, backward=backward),
+            native_shape=tuple(x.shape[2:]), cost=Cost(forward=graph.forwards, backward=backward),
             raw=raw, extras=self.extras(graph, raw, scores),
         )
 

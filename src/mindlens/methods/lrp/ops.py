@@ -59,17 +59,23 @@ class AffineOp:
             return torch.autograd.grad(out, xz, s)[0]
 
 
-class ConvOp(AffineOp):
-    """``nn.Conv1d/2d/3d`` (any padding mode, groups, dilation)."""
+class _OfModule(AffineOp):
+    """An op that calls its module, held by weak reference."""
 
-    def __init__(self, module: nn.Module, weight: Tensor, bias: Tensor | None) -> None:
-        self._module, self.weight, self.bias = weakref.ref(module), weight, bias
+    _module: weakref.ref
 
     @property
     def module(self) -> nn.Module:
         module = self._module()
         assert module is not None, "the op outlived its model"
         return module
+
+
+class ConvOp(_OfModule):
+    """``nn.Conv1d/2d/3d`` (any padding mode, groups, dilation)."""
+
+    def __init__(self, module: nn.Module, weight: Tensor, bias: Tensor | None) -> None:
+        self._module, self.weight, self.bias = weakref.ref(module), weight, bias
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return self.module._conv_forward(x, weight, bias)
@@ -116,7 +122,7 @@ class ChannelAffineOp(AffineOp):
         return s * self._shape(weight, x)
 
 
-class ModuleOp(AffineOp):
+class ModuleOp(_OfModule):
     """Any other module with a ``weight`` (and optional ``bias``), assumed linear in its
     input: its class ``forward`` runs with the parameter entries swapped for the modified
     tensors and put back in ``finally`` (the instance ``forward`` is the LRP wrapper)."""
@@ -126,12 +132,6 @@ class ModuleOp(AffineOp):
         self.weight = module.weight.detach()
         bias = getattr(module, "bias", None)
         self.bias = bias.detach() if isinstance(bias, Tensor) else None
-
-    @property
-    def module(self) -> nn.Module:
-        module = self._module()
-        assert module is not None, "the op outlived its model"
-        return module
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         params: dict[str, Any] = self.module._parameters
