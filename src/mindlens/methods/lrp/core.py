@@ -121,7 +121,7 @@ def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Grap
     """Plan (cached), canonize, run the forward pass with rules; restore the model on
     exit."""
     forwards = 0
-    for fresh in (False, True):
+    for fresh in (False, True):  # a second round only after a stale cached plan
         the_plan = cached_plan(clf, x, composite, fresh=fresh)
         forwards += 1 + the_plan.traced
         mode = LRPMode(composite.activations, composite.sum_epsilon)
@@ -138,7 +138,7 @@ def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Grap
                 logits = clf(xg)
             # a fresh trace that still differs: the forward is not repeatable (as before
             # caching, the pass is used as it is)
-            if fresh or record.matches(the_plan):
+            if the_plan.traced or record.matches(the_plan):
                 record.outputs.clear()
                 yield Graph(xg, logits, the_plan, mode, record, forwards)
                 return
