@@ -117,6 +117,31 @@ def test_replaced_module_or_changed_forward_retraces(traces):
     assert e.extras["merged_batchnorm"] == {} and e.cost.forward == 3  # pass, trace, pass
     assert torch.equal(e.raw, uncached(sw, z, target=0).raw)
 
+    class Branch(nn.Module):
+        """With ``extra`` on, the conv output is also read by a residual sum: no merge."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+            self.fc = nn.Linear(3 * 16, 2)
+            self.extra = False
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = self.bn(y)
+            return self.fc((z + y if self.extra else z).flatten(1))
+
+    torch.manual_seed(1)
+    model = Branch().double().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+    br = mindlens.Classifier(model, (4, 4), 3)
+    assert mindlens.explain(br, z, "lrp").extras["merged_batchnorm"] == {"conv": "bn"}
+    model.extra = True  # same layer calls, one more sum
+    e = mindlens.explain(br, z, "lrp", target=0)
+    assert e.extras["merged_batchnorm"] == {} and e.cost.forward == 3
+    assert torch.equal(e.raw, uncached(br, z, target=0).raw)
+
 
 def test_cache_does_not_keep_the_model_alive():
     clf = tiny(seed=10)

@@ -71,6 +71,7 @@ class Plan:
     first: str | None = None
     sequence: list[str] = field(default_factory=list)  # traced layer calls, in order
     traced: bool = True  # a tracing forward ran for this plan (False: from the cache)
+    ops: dict[str, int] = field(default_factory=dict)  # traced functional ops, by kind
 
     @property
     def merges(self) -> dict[str, str]:
@@ -192,6 +193,7 @@ class Trace:
     calls: list[str]
     into: dict[str, str]
     nonneg: set[str] = field(default_factory=set)  # layers whose input is always >= 0
+    ops: dict[str, int] = field(default_factory=dict)  # functional ops handled, by kind
 
     def order(self) -> list[str]:
         """Each layer once, in order of its first call."""
@@ -229,7 +231,7 @@ def trace(clf: Classifier, x: torch.Tensor, activations: str = "pass",
             into[e["name"]] = src["name"]
     signed = {e["name"] for e in events if not e["nonneg"]}
     return Trace([e["name"] for e in events], into,
-                 {e["name"] for e in events} - signed)
+                 {e["name"] for e in events} - signed, dict(mode.counts))
 
 
 OpFactory = Callable[[str, nn.Module, "str | None", "nn.Module | None"], AffineOp]
@@ -249,7 +251,7 @@ def assign(clf: Classifier, x: torch.Tensor, composite: Composite, found: Trace,
     if composite.first is not None:
         first = next((n for n in order if isinstance(modules[n], composite.first_types)), None)
     merged = {src: bn for bn, src in found.into.items()}
-    result = Plan(first=first, sequence=found.calls)
+    result = Plan(first=first, sequence=found.calls, ops=found.ops)
     for name in order:
         module = modules[name]
         if name in found.into:

@@ -11,8 +11,9 @@ move it by their ordinary gradient. Parameters never require grad during the pas
 the model's parameters are never written to.
 
 The plan comes from :func:`~.cache.cached_plan`. Each pass records the layer calls; if
-they differ from the traced ones, or a merged BatchNorm does not read its layer's output
-(the model's forward changed since the trace), the pass is rerun with a fresh trace.
+they or the counts of functional ops (activations, sums, pooling) differ from the traced
+ones, or a merged BatchNorm does not read its layer's output (the model's forward changed
+since the trace), the pass is rerun with a fresh trace.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class _Record:
         self.merged_ok = True
         self.more = False  # more backward passes follow the current one
 
-    def matches(self, the_plan: Plan) -> bool:
-        return self.merged_ok and self.calls == the_plan.sequence
+    def matches(self, the_plan: Plan, mode: LRPMode) -> bool:
+        return (self.merged_ok and self.calls == the_plan.sequence
+                and dict(mode.counts) == the_plan.ops)
 
 
 def _rule_forward(layer: LayerPlan, mode: LRPMode, record: _Record):
@@ -138,7 +140,7 @@ def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Grap
                 logits = clf(xg)
             # a fresh trace that still differs: the forward is not repeatable (as before
             # caching, the pass is used as it is)
-            if the_plan.traced or record.matches(the_plan):
+            if the_plan.traced or record.matches(the_plan, mode):
                 record.outputs.clear()
                 yield Graph(xg, logits, the_plan, mode, record, forwards)
                 return
