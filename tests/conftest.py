@@ -104,3 +104,13 @@ def torchvision_stub(tmp_path_factory: pytest.TempPathFactory) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     sys.path.insert(0, str(root))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of many small passes: on a shared 2-core machine,
+    thread start-up and oversubscription cost more than they save (10-30x under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,12 +16,7 @@ from mindlens.metrics.colour import auroc, net_colour_share
 FRESH_SEED = 4242  # the colour models were trained on seed 0 and tested on seed 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def accuracy(name: str, images: np.ndarray, labels: np.ndarray) -> float:

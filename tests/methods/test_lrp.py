@@ -14,14 +14,7 @@ from mindlens.methods.lrp import composites, rules, sglrp_init
 
 from ..conftest import assert_untouched, asset_images, fingerprint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one intra-op thread avoids oversubscription."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Tiny(nn.Module):

@@ -31,16 +31,7 @@ import mindlens
 
 from ..conftest import ASSETS, assert_untouched, asset_images, fingerprint
 
-pytestmark = pytest.mark.peers
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one intra-op thread avoids oversubscription."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = [pytest.mark.peers, pytest.mark.usefixtures("one_thread")]
 
 
 def zennit_setup(clf: mindlens.Classifier):

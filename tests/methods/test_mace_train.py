@@ -18,14 +18,7 @@ from mindlens.methods.mace.unit import MaceUnit
 
 from ..conftest import assert_untouched, asset_images, fingerprint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Toy(nn.Module):

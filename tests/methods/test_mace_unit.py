@@ -19,13 +19,7 @@ CFG = UnitConfig(channels=6, height=3, width=4, classes=3, concepts=4, embed=5, 
                  hidden=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -20,13 +20,7 @@ FAST = {"steps": 4, "sensitivity_samples": 2, "sanity_layers": 2, "batch_size": 
 TIMING = {"ms_per_image"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small passes: one intra-op thread avoids oversubscribing the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

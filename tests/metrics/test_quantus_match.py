@@ -20,14 +20,7 @@ from mindlens import metrics
 N, H, W = 6, 12, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small passes: one intra-op thread avoids oversubscribing the shared cores
-    (with 2 threads under load these tests ran 10-30x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,7 @@ from mindlens.errors import InputError
 
 from ..conftest import assert_untouched, asset_images, fingerprint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small passes: one intra-op thread avoids oversubscribing the shared cores
-    (with 2 threads under load these tests ran 10-30x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
