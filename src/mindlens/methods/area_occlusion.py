@@ -29,6 +29,7 @@ from .perturbation import (
     baseline_param,
     check_baseline,
     check_batch_size,
+    check_image_or_volume,
     check_score,
     resolve_baseline,
     score_drops,
@@ -212,11 +213,7 @@ class AreaOcclusion(Method):
         return torch.from_numpy(np.array(arr, dtype=np.int64)).to(x.device)
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
-        if x.dim() not in (4, 5):
-            raise InputError(
-                f"area occlusion takes [B, C, H, W] images or [B, C, D, H, W] volumes, got "
-                f"{tuple(x.shape)}"
-            )
+        check_image_or_volume(x, "area occlusion")
         p = self.params
         x = x.detach()
         labels = self.labels(clf, x)

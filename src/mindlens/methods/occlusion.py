@@ -30,6 +30,7 @@ from .perturbation import (
     baseline_param,
     check_baseline,
     check_batch_size,
+    check_image_or_volume,
     check_score,
     resolve_baseline,
     score_drops,
@@ -188,11 +189,7 @@ class Occlusion(Method):
         return window, stride
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
-        if x.dim() not in (4, 5):
-            raise InputError(
-                f"occlusion takes [B, C, H, W] images or [B, C, D, H, W] volumes, got "
-                f"{tuple(x.shape)}"
-            )
+        check_image_or_volume(x, "occlusion")
         p = self.params
         x = x.detach()
         spatial = tuple(x.shape[2:])

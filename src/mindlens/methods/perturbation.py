@@ -29,6 +29,15 @@ Fill = Callable[[torch.Tensor, int, Sequence[int]], None]
 Build = Callable[[int, Sequence[int]], Any]
 
 
+def check_image_or_volume(x: torch.Tensor, method: str) -> None:
+    """Perturbation methods take ``[B, C, H, W]`` images or ``[B, C, D, H, W]`` volumes."""
+    if x.dim() not in (4, 5):
+        raise InputError(
+            f"{method} takes [B, C, H, W] images or [B, C, D, H, W] volumes, got "
+            f"{tuple(x.shape)}"
+        )
+
+
 def check_score(score: Any) -> None:
     if score not in SCORES:
         raise InputError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
