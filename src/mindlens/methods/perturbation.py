@@ -193,15 +193,17 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
         drops = torch.full((b, n_t, max(counts, default=0)), math.nan, dtype=clean.dtype,
                            device=clean.device)
         calls = 1
+        layout = [_batch_layout(x)]
         for i, count in enumerate(counts):
             for start in range(0, count, batch_size):
                 items = range(start, min(start + batch_size, count))
                 if build is not None:
                     out = clf(build(i, items))[: len(items)]
                 else:
-                    batch = x[i : i + 1].expand(len(items), *x.shape[1:]).clone()
+                    batch = x[i : i + 1].expand(len(items), *x.shape[1:]).clone(
+                        memory_format=layout[0])
                     fill(batch, i, items)
-                    out = clf(batch)
+                    out = _forward(clf, batch, layout)
                 calls += 1
                 cls = classes[i : i + 1].expand(len(items), n_t)
                 drops[i, :, start : start + len(items)] = (
@@ -209,3 +211,25 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
     # leave inference mode: callers may use the results with autograd later
     return Drops(drops.clone(), logits.clone(), classes.clone(), clean.clone(),
                  max(counts, default=0) + 1, calls)
+
+
+def _batch_layout(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last for image batches on CPU: convolutional models run about twice as
+    fast on perturbed batches in that layout (oneDNN), with the same results up to
+    rounding."""
+    if x.device.type != "cpu" or x.dim() not in (4, 5):
+        return torch.contiguous_format
+    return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+
+
+def _forward(clf: Classifier, batch: torch.Tensor, layout: list[torch.memory_format]
+             ) -> torch.Tensor:
+    """``clf(batch)``; a model that cannot take a channels-last batch (``.view`` on an
+    activation, for instance) gets ordinary contiguous batches from then on."""
+    if layout[0] == torch.contiguous_format:
+        return clf(batch)
+    try:
+        return clf(batch)
+    except RuntimeError:
+        layout[0] = torch.contiguous_format
+        return clf(batch.contiguous())
