@@ -229,3 +229,29 @@ def test_explanation_saves_and_loads(tmp_path):
     a.save(tmp_path / "area.pt")
     assert mindlens.Explanation.load(tmp_path / "area.pt").extras["regions"] == \
         a.extras["regions"]
+
+
+class ViewHead(nn.Module):
+    """Flattens with ``.view``, which a channels-last activation cannot do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 9 * 11, 4)
+
+    def forward(self, x):
+        y = torch.tanh(self.conv(x))
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_model_that_needs_contiguous_batches_equals_naive_loop():
+    clf = mindlens.Classifier(ViewHead().double().eval(), (9, 11), channels=2)
+    with pytest.raises(RuntimeError):  # the layout the fast path tries first
+        clf.module(torch.randn(2, 2, 9, 11, dtype=torch.float64)
+                   .contiguous(memory_format=torch.channels_last))
+    x = torch.randn(1, 2, 9, 11, dtype=torch.float64)
+    ref, _ = naive(clf, x, (3, 4), (2, 3), "cover", "logit", "mean", top_k=1)
+    e = Occlusion(window=(3, 4), stride=(2, 3), score="logit", batch_size=4).explain(
+        clf, x, Targets())
+    torch.testing.assert_close(e.maps, ref, rtol=0, atol=1e-12)
