@@ -84,8 +84,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cap", type=float, default=30.0, help="seconds per case before "
                     "extrapolating")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--taus", default="0.5,0.75", help="approximate-mode tau values")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--taus", default="0.25,0.5,0.75", help="approximate-mode tau values")
     ap.add_argument("--assets", default=os.environ.get("MINDLENS_ASSETS", "../shared/assets"))
     ap.add_argument("--skip-captum", action="store_true")
     args = ap.parse_args()
@@ -124,7 +124,8 @@ def main() -> None:
     occ = {"window": 16, "stride": 8, "baseline": "zero", "border": "truncate"}
     tgt = Targets(target)
     print(f"mobilenet_v2 224x224, {torch.get_num_threads()} threads; one forward "
-          f"{fwd * 1000:.1f} ms; {n_windows} windows", flush=True)
+          f"{fwd * 1000:.1f} ms; {n_windows} windows; load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     exact = case("mindlens occlusion exact",
                  lambda: Occlusion(**occ).explain(clf, x, tgt), n_windows + 1)
     inc = case("mindlens occlusion incremental",
@@ -195,6 +196,7 @@ def main() -> None:
                    f"{check['relative_error']:.2e} of the max drop") if check else ""
             print(f"{name}: max |map - exact| / max |exact| = {err:.2e}; Pearson r = "
                   f"{corr:.4f}{own}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     print("\n* extrapolated from a capped run (time per model evaluation x evaluations)")
 
 
