@@ -80,16 +80,16 @@ def test_incremental_equals_exact_on_real_models(asset, window, stride, request)
     inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
     assert torch.equal(inc.targets, exact.targets)
     scale = exact.maps.abs().max()
-    # float32: recomputing a layer on a smaller region rounds differently
-    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-4 * float(scale))
-    if asset.startswith("cifar"):  # float64 copy: the same map up to float64 rounding
-        clf64 = copy.copy(clf)
-        clf64.module = copy.deepcopy(clf.module).double()
-        x64 = x.double()
-        exact = Occlusion(**kw).explain(clf64, x64, Targets(top_k=2))
-        inc = Occlusion(mode="incremental", **kw).explain(clf64, x64, Targets(top_k=2))
-        torch.testing.assert_close(inc.maps, exact.maps, rtol=0,
-                                   atol=1e-10 * float(exact.maps.abs().max()))
+    # float32: recomputing a layer on a smaller region (channels-last) rounds differently
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-5 * float(scale))
+    # float64 copy: the same map up to float64 rounding, so the logic is exact
+    clf64 = copy.copy(clf)
+    clf64.module = copy.deepcopy(clf.module).double()
+    x64 = x.double()
+    exact = Occlusion(**kw).explain(clf64, x64, Targets(top_k=2))
+    inc = Occlusion(mode="incremental", **kw).explain(clf64, x64, Targets(top_k=2))
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0,
+                               atol=1e-10 * float(exact.maps.abs().max()))
     assert set(inc.extras["full_recompute_ops"]) == {"adaptive_avg_pool2d"}
 
 
