@@ -228,13 +228,10 @@ def load(name: str):
 
 
 def _torchvision_stub() -> None:
-    """pytorch-grad-cam imports torchvision at import time; it does not work here."""
-    try:
-        import torchvision  # noqa: F401
+    """pytorch-grad-cam imports torchvision at import time; it does not work here, so a
+    stand-in goes first on sys.path (a broken installed torchvision is never imported)."""
+    if "torchvision" in sys.modules:
         return
-    except Exception:
-        for mod in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-            del sys.modules[mod]
     root = Path(tempfile.mkdtemp(prefix="mlbench-tv-"))
     files = {
         "__init__.py": "from . import models, transforms, ops\n",

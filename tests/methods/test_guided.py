@@ -159,24 +159,12 @@ def test_every_relu_style_gives_the_same_map(style: str) -> None:
 def test_relu6_gate(style: str) -> None:
     """GBP at ReLU6 passes 1[0 < a < 6] * relu(R); checked against the same net with a
     custom autograd ReLU6 written from the definition."""
-
-    class Ref(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a):  # type: ignore[override]
-            ctx.save_for_backward(a)
-            return a.clamp(0, 6)
-
-        @staticmethod
-        def backward(ctx, r):  # type: ignore[override]
-            (a,) = ctx.saved_tensors
-            return r.clamp_min(0) * ((a > 0) & (a < 6))
-
     scale = 3.0  # large enough that some activations saturate at 6
     net = small_cnn(style, act6=True, scale=scale)
     x = cnn_input(scale)
     ours = explain_raw(net, x, "guided_backprop", [0, 1, 2], 16, reduction="sum")
     ref_net = small_cnn("F.relu", act6=True, scale=scale)
-    ref_net.act = lambda i, t: Ref.apply(t)  # type: ignore[method-assign]
+    ref_net.act = lambda i, t: _Relu6Ref.apply(t)  # type: ignore[method-assign]
     xg = x.clone().requires_grad_(True)
     (ref,) = torch.autograd.grad(ref_net(xg)[[0, 1, 2], [0, 1, 2]].sum(), xg)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
