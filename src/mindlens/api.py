@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from . import methods
 from .explanation import Explanation
 from .model import Classifier, ImageLike
@@ -46,5 +44,5 @@ def explain_all(
     **kwargs: Any,
 ) -> dict[str, Explanation]:
     """Run several methods on the same batch; preprocessing happens once."""
-    x = classifier.preprocess(images) if not isinstance(images, torch.Tensor) else images
+    x = classifier.preprocess(images)
     return {name: explain(classifier, x, name, **kwargs) for name in method_names}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -227,7 +226,7 @@ def _notes(name: str, expl: Explanation, b: int, t: int) -> list[str]:
             notes.append(f"relevance sum / score = {float(cons[b, t]):.2f}")
     if expl.native_shape and tuple(expl.native_shape) != tuple(expl.maps.shape[2:]):
         notes.append("computed at " + "x".join(map(str, expl.native_shape)) + ", then enlarged")
-    return [html.unescape(n) for n in notes]
+    return notes
 
 
 def _tables(name: str, expl: Explanation, b: int) -> list[Table]:

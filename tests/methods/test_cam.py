@@ -256,3 +256,20 @@ def test_layer_followed_by_inplace_relu(method: str) -> None:
         maps.append(e.raw if e.raw is not None else e.maps)
     assert (maps[0] < 0).any()  # the conv output has negative parts to lose
     assert torch.equal(maps[0], maps[1])
+
+
+def test_guided_gradcam_two_pass_path_takes_a_callable_target(lenet):
+    """A dense head (ReLUs after the layer) takes the two-pass path; a callable target must
+    reach both passes, not only the Grad-CAM one."""
+    x = real_input(lenet, 2, seed=6)
+
+    def score(logits):
+        return logits[:, 3] - logits[:, 5]
+
+    e = mindlens.explain(lenet, x, "guided_gradcam", target=score)
+    assert not e.extras["single_pass"]
+    grad = mindlens.explain(lenet, x, "gradcam", target=score)
+    gbp = mindlens.explain(lenet, x, "guided_backprop", target=score, reduction="sum")
+    torch.testing.assert_close(e.extras["gradcam"], grad.maps)
+    torch.testing.assert_close(e.raw, gbp.raw * grad.maps[:, :, None])
+    torch.testing.assert_close(e.scores, grad.scores)

@@ -173,6 +173,11 @@ class ModifiedActivations(TorchFunctionMode):
                 return 0.0, None if hi is None else float(hi)
         return None
 
+    @property
+    def calls(self) -> int:
+        """Activation calls met so far, replaced or not."""
+        return sum(self.counts.values()) + sum(self.others.values())
+
     def warn_others(self, method: str) -> None:
         if self.others and self.other == "gradient":
             names = ", ".join(f"{n} ({c}x)" for n, c in self.others.items())

@@ -85,8 +85,9 @@ class GradCAMBase(_LayerMethod):
         raise NotImplementedError
 
     def layer_gradients(self, clf: Classifier, x: torch.Tensor, targets: Targets
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
-        """``A [B, K, *s]``, ``grads [B, T, K, *s]``, logits, classes, layer name."""
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                   torch.Tensor, str]:
+        """``A [B, K, *s]``, ``grads [B, T, K, *s]``, logits, classes, scores, layer name."""
         name, layer = self.resolve_layer(clf, x)
         capture = LayerCapture(name, head_only=True)
         with clf.patched() as patch, torch.no_grad():
@@ -100,19 +101,19 @@ class GradCAMBase(_LayerMethod):
                                          allow_unused=True)[0] for t in range(n)]
         if grads[0] is None:
             raise ModelError(f"the class scores do not depend on layer {name!r}")
-        return A.detach(), torch.stack(grads, dim=1), logits.detach(), classes, name
+        return (A.detach(), torch.stack(grads, dim=1), logits.detach(), classes,
+                scores.detach(), name)
 
     def maps_from(self, A: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         maps = torch.stack([self.layer_map(A, grads[:, t]) for t in range(grads.shape[1])], 1)
         return maps.clamp_min(0) if self.params["relu"] else maps
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
-        A, grads, logits, classes, name = self.layer_gradients(clf, x, targets)
+        A, grads, logits, classes, scores, name = self.layer_gradients(clf, x, targets)
         native = self.maps_from(A, grads)
         return Explanation(
             method=self.name, maps=upsample(native, tuple(x.shape[2:])), targets=classes,
-            scores=logits.gather(1, classes.clamp_min(0)) if targets.score_fn is None
-            else targets.scores(logits, classes), probs=probabilities(logits, classes),
+            scores=scores, probs=probabilities(logits, classes),
             signed=not self.params["relu"], params=dict(self.layer_name(name), score="logit"),
             native_shape=tuple(A.shape[2:]), cost=Cost(forward=1, backward=classes.shape[1]),
         )
@@ -226,7 +227,7 @@ class CAM(_LayerMethod):
 
 
 @register
-class GuidedGradCAM(GradCAMBase):
+class GuidedGradCAM(GradCAM):
     """Guided Grad-CAM (Selvaraju et al. 2017): Guided Backpropagation times the upsampled
     Grad-CAM map, per input channel.
 
@@ -248,9 +249,6 @@ class GuidedGradCAM(GradCAMBase):
         super().validate()
         GuidedBackprop(other_activations=self.params["other_activations"])
 
-    def layer_map(self, A: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return GradCAM.layer_map(self, A, grad)  # type: ignore[arg-type]
-
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
         check_no_script_submodules(clf.module, self.name)
         name, layer = self.resolve_layer(clf, x)
@@ -259,7 +257,7 @@ class GuidedGradCAM(GradCAMBase):
         seen_at_layer: list[int] = []
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
-            seen_at_layer.append(sum(mode.counts.values()) + sum(mode.others.values()))
+            seen_at_layer.append(mode.calls)
             return capture(module, inputs, output)
 
         xg = x.detach().requires_grad_(True)
@@ -271,8 +269,7 @@ class GuidedGradCAM(GradCAMBase):
             classes = targets.resolve(logits.detach())
             scores = targets.scores(logits, classes)
             n = classes.shape[1]
-            head_is_linear = seen_at_layer[0] == sum(mode.counts.values()) + sum(
-                mode.others.values())
+            head_is_linear = seen_at_layer[0] == mode.calls
             if head_is_linear:
                 grads_A, grads_x = [], []
                 for t in range(n):
@@ -285,8 +282,8 @@ class GuidedGradCAM(GradCAMBase):
                 cost = Cost(forward=1, backward=n)
         mode.warn_others(self.name)
         if not head_is_linear:  # ReLUs in the head: the guided head gradient differs
-            A, grads, logits, classes, name = self.layer_gradients(clf, x, targets)
-            g = input_gradients(clf, x, Targets(classes), ModifiedActivations(
+            A, grads, logits, classes, scores, name = self.layer_gradients(clf, x, targets)
+            g = input_gradients(clf, x, targets, ModifiedActivations(
                 "guided", self.params["other_activations"]))
             gbp, cost = g.grads, Cost(forward=2, backward=2 * n)
         cam = upsample(self.maps_from(A.detach(), grads), tuple(x.shape[2:]))
