@@ -148,6 +148,36 @@ def test_sglrp_initial_relevance_sums_to_zero_and_linearity():
     assert (clrp.raw >= 0).all() and not clrp.signed
 
 
+def _unit_relevance_maps(clf: mindlens.Classifier, x: torch.Tensor, k: int) -> torch.Tensor:
+    """LRP from a unit relevance at each of the ``k`` outputs: ``[B, k, H, W]``."""
+    e = mindlens.explain(clf, x, "lrp", target=torch.arange(k).expand(x.shape[0], k),
+                         init="one")
+    return e.maps
+
+
+def test_sglrp_and_clrp_are_lrp_of_their_initial_vectors():
+    """Spec 6.5, tests 2 and 5: relevance propagation is linear in the initial relevance,
+    so with lambda = 1 SGLRP is sum_n g_n LRP(unit n), and CLRP is
+    z_t LRP(unit t) - z_t / (K - 1) sum_{n != t} LRP(unit n) (its dual virtual class)."""
+    clf = tiny(seed=7)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    logits = clf(x).detach()
+    k = logits.shape[1]
+    unit = _unit_relevance_maps(clf, x, k)
+    sg = mindlens.explain(clf, x, "sglrp", top_k=2)
+    cl = mindlens.explain(clf, x, "clrp", top_k=2, scaling=False)
+    for t in range(2):
+        cls = sg.targets[:, t]
+        target, dual = sglrp_init(logits, cls)
+        expected = torch.einsum("bk,bkhw->bhw", target - dual, unit)
+        torch.testing.assert_close(sg.maps[:, t], expected, rtol=1e-6, atol=1e-12)
+        z_t = logits.gather(1, cls[:, None])
+        others = torch.ones_like(logits).scatter_(1, cls[:, None], 0.0)
+        vec = torch.zeros_like(logits).scatter_(1, cls[:, None], z_t) - z_t / (k - 1) * others
+        expected = torch.einsum("bk,bkhw->bhw", vec, unit)
+        torch.testing.assert_close(cl.maps[:, t], expected, rtol=1e-6, atol=1e-12)
+
+
 def test_batch_independence():
     clf = tiny(seed=5)
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
