@@ -57,6 +57,11 @@ _WINDOWED = {"conv1d", "conv2d", "conv3d", "max_pool1d", "max_pool2d", "max_pool
              "avg_pool3d"}
 
 
+#: a pending convolution: ``pending(None)`` is its output, ``pending((attr, scalars))``
+#: its output through a fused activation (``None`` where fusing is not possible)
+Pending = Callable[[tuple[str, list[float]] | None], Any]
+
+
 def _name(func: Callable[..., Any]) -> str:
     return getattr(func, "__name__", "")
 
@@ -69,9 +74,13 @@ class Engine:
         self.tape: list[tuple[str, torch.Tensor]] = []
         self.pos = 0
         self.fallbacks: dict[str, int] = {}
+        self.rows: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def reset(self) -> None:
         self.tape = []
+        self.rows = {}
+        self.buffers = {}
         self.pos = 0
 
     def clean(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -91,17 +100,30 @@ class PatchTensor:
 
     ``lo``/``hi`` ``[n, d]``: per copy, the box ``[lo, hi)`` outside which it equals the
     clean activation; ``start`` ``[n, d]``: where ``patch`` ``[n, C, *size]`` sits.
+
+    A convolution's patch may be *pending*: ``pending(activation)`` computes it on first
+    use, so that a ReLU or ReLU6 applied next can run fused into the convolution (one
+    pass over the output instead of two; see :func:`~.incremental_ops.fused`).
     """
 
-    def __init__(self, engine: Engine, clean: torch.Tensor, patch: torch.Tensor,
-                 start: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
-        self.engine, self.clean, self.patch = engine, clean, patch
+    def __init__(self, engine: Engine, clean: torch.Tensor, patch: torch.Tensor | None,
+                 start: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                 pending: Pending | None = None, size: Sequence[int] | None = None) -> None:
+        self.engine, self.clean, self._patch, self.pending = engine, clean, patch, pending
         self.start, self.lo, self.hi = start, lo, hi
+        self.psize = tuple(size) if patch is None else tuple(patch.shape[2:])
+
+    @property
+    def patch(self) -> torch.Tensor:
+        if self._patch is None:
+            self._patch = self.pending(None)
+            self.pending = None
+        return self._patch
 
     # -- tensor-like surface -------------------------------------------------------------
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((self.patch.shape[0], *self.clean.shape[1:]))
+        return torch.Size((self.start.shape[0], *self.clean.shape[1:]))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -128,7 +150,7 @@ class PatchTensor:
         return self
 
     def __len__(self) -> int:
-        return self.patch.shape[0]
+        return self.start.shape[0]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -176,23 +198,24 @@ class PatchTensor:
     def _assign(self, other: Any) -> Any:
         """In-place operations: mirror them by rebinding this object's contents."""
         if isinstance(other, PatchTensor):
-            self.clean, self.patch = other.clean, other.patch
-            self.start, self.lo, self.hi = other.start, other.lo, other.hi
+            self.clean, self._patch, self.pending = other.clean, other._patch, other.pending
+            self.start, self.lo, self.hi, self.psize = other.start, other.lo, other.hi, \
+                other.psize
             return self
         return other
 
     # -- conversion ----------------------------------------------------------------------
     def full(self) -> torch.Tensor:
         """The ordinary tensor ``[n, C, *S]``."""
-        n, d = self.patch.shape[0], self.clean.dim() - 2
+        n, d = self.start.shape[0], self.clean.dim() - 2
         return self.region(np.zeros((n, d), dtype=np.int64), self.clean.shape[2:])
 
     def region(self, r0: np.ndarray, size: Sequence[int], fill: float = 0.0) -> torch.Tensor:
         """Values of every copy in the box ``[r0, r0 + size)`` (may reach outside the
-        tensor: filled with ``fill``), ``[n, C, *size]``."""
-        if tuple(size) == tuple(self.patch.shape[2:]) and np.array_equal(r0, self.start):
+        tensor: filled with ``fill``), ``[n, C, *size]``, channels-last on CPU."""
+        if tuple(size) == self.psize and np.array_equal(r0, self.start):
             return self.patch
-        psize = np.array(self.patch.shape[2:])
+        psize = np.array(self.psize)
         spatial = np.array(self.clean.shape[2:])
         r1 = r0 + np.array(size)
         off = r0 - self.start
@@ -205,16 +228,7 @@ class PatchTensor:
             for k in reversed(range(len(size))):
                 pads += [int(-off[0, k]), int(off[0, k] + size[k] - psize[k])]
             return F.pad(self.patch, pads, value=fill)
-        out = gather(self.clean, r0, size, fill)
-        a0 = np.maximum(self.start, r0)
-        a1 = np.minimum(self.start + psize, r1)
-        keep = (a1 > a0).all(axis=1)
-        src0, dst0, length = (a0 - self.start).tolist(), (a0 - r0).tolist(), (a1 - a0).tolist()
-        for i in np.flatnonzero(keep).tolist():
-            src = tuple(slice(b, b + k) for b, k in zip(src0[i], length[i], strict=True))
-            dst = tuple(slice(b, b + k) for b, k in zip(dst0[i], length[i], strict=True))
-            out[(i, slice(None), *dst)] = self.patch[(i, slice(None), *src)]
-        return out
+        return _assemble(self.engine, self.clean, self.patch, self.start, r0, size, fill)
 
     # -- dispatch ------------------------------------------------------------------------
     @classmethod
@@ -246,25 +260,88 @@ class PatchTensor:
 
 def gather(clean: torch.Tensor, r0: np.ndarray, size: Sequence[int], fill: float = 0.0
            ) -> torch.Tensor:
-    """Boxes ``[r0[i], r0[i] + size)`` of ``clean`` ``[1, C, *S]`` -> ``[n, C, *size]``;
-    positions outside the tensor hold ``fill``."""
-    d = len(size)
+    """Boxes ``[r0[i], r0[i] + size)`` of ``clean`` ``[1, C, *S]`` -> ``[n, C, *size]``
+    (channels-last on CPU); positions outside the tensor hold ``fill``."""
+    return _assemble(None, clean, None, None, r0, size, fill)
+
+
+def _assemble(engine: Engine | None, clean: torch.Tensor, patch: torch.Tensor | None,
+              start: np.ndarray | None, r0: np.ndarray, size: Sequence[int], fill: float
+              ) -> torch.Tensor:
+    """One indexed copy for all copies at once: the box ``[r0[i], r0[i] + size)`` of copy
+    ``i``, taken from its patch (box ``[start[i], start[i] + patch size)``) where the patch
+    covers it, from the clean activation elsewhere, and ``fill`` outside the tensor.
+
+    The clean activation (padded with ``fill`` as far as any box reaches) and the patches
+    are flattened to rows of ``C`` values, positions last; each output position picks one
+    row. ``engine`` caches the padded clean rows per activation and padding."""
+    d, n = len(size), r0.shape[0]
     spatial = clean.shape[2:]
     pad_lo = [max(0, -int(r0[:, a].min())) for a in range(d)]
     pad_hi = [max(0, int((r0[:, a] + size[a]).max()) - spatial[a]) for a in range(d)]
+    rows = _clean_rows(engine, clean, pad_lo, pad_hi, fill)
+    padded = [s + lo + hi for s, lo, hi in zip(spatial, pad_lo, pad_hi, strict=True)]
+    # per axis: the coordinate of every box position, [n, size_a]
+    coords = [r0[:, a, None] + np.arange(size[a]) for a in range(d)]
+    index = np.zeros((n, *size), dtype=np.int64)
+    for a in range(d):
+        shape = [n] + [1] * d
+        shape[1 + a] = size[a]
+        stride = int(np.prod(padded[a + 1 :], dtype=np.int64))
+        index += ((coords[a] + pad_lo[a]) * stride).reshape(shape)
+    if patch is not None and start is not None:
+        psize = patch.shape[2:]
+        inside = np.ones((n, *size), dtype=bool)
+        pindex = (np.arange(n) * int(np.prod(psize))).reshape([n] + [1] * d)
+        for a in range(d):
+            shape = [n] + [1] * d
+            shape[1 + a] = size[a]
+            rel = coords[a] - start[:, a, None]
+            inside &= ((rel >= 0) & (rel < psize[a])).reshape(shape)
+            pindex = pindex + (np.clip(rel, 0, psize[a] - 1) *
+                               int(np.prod(psize[a + 1 :], dtype=np.int64))).reshape(shape)
+        index = np.where(inside, rows.shape[0] + pindex, index)
+        rows = _with_patch(engine, rows, patch)
+    out = torch.index_select(rows, 0, torch.from_numpy(index.reshape(-1)).to(clean.device))
+    return out.view(n, *size, clean.shape[1]).movedim(-1, 1)
+
+
+def _with_patch(engine: Engine | None, rows: torch.Tensor, patch: torch.Tensor
+                ) -> torch.Tensor:
+    """The clean rows followed by the patch rows, in one buffer that keeps the clean part
+    between calls (only the patch is copied)."""
+    prows = patch.movedim(1, -1).reshape(-1, rows.shape[1])
+    if engine is None:
+        return torch.cat([rows, prows])
+    key = id(rows)
+    buf = engine.buffers.get(key)
+    if buf is None or buf[1].shape[0] < rows.shape[0] + prows.shape[0]:
+        grown = torch.empty((rows.shape[0] + prows.shape[0], rows.shape[1]), dtype=rows.dtype,
+                            device=rows.device)
+        grown[: rows.shape[0]] = rows
+        buf = (rows, grown)
+        engine.buffers[key] = buf
+    out = buf[1][: rows.shape[0] + prows.shape[0]]
+    out[rows.shape[0] :] = prows
+    return out
+
+
+def _clean_rows(engine: Engine | None, clean: torch.Tensor, pad_lo: list[int],
+                pad_hi: list[int], fill: float) -> torch.Tensor:
+    """``clean`` ``[1, C, *S]`` padded with ``fill`` -> rows ``[positions, C]``."""
+    key = (id(clean), tuple(pad_lo), tuple(pad_hi), fill)
+    if engine is not None and key in engine.rows:
+        return engine.rows[key][1]
     src = clean[0]
     if any(pad_lo) or any(pad_hi):
         pads: list[int] = []
-        for a in reversed(range(d)):
-            pads += [pad_lo[a], pad_hi[a]]
+        for lo, hi in zip(reversed(pad_lo), reversed(pad_hi), strict=True):
+            pads += [lo, hi]
         src = F.pad(src, pads, value=fill)
-    starts = (r0 + np.array(pad_lo)).tolist()
-    out = torch.empty((len(starts), clean.shape[1], *size), dtype=clean.dtype,
-                      device=clean.device, memory_format=_layout(d + 2, clean.device))
-    for i, row in enumerate(starts):
-        out[i].copy_(src[(slice(None), *(slice(b, b + k) for b, k in zip(row, size,
-                                                                        strict=True)))])
-    return out
+    rows = src.movedim(0, -1).reshape(-1, clean.shape[1])
+    if engine is not None:
+        engine.rows[key] = (clean, rows)  # holding ``clean`` keeps its id unique
+    return rows
 
 
 def _layout(ndim: int, device: torch.device) -> torch.memory_format:
@@ -295,8 +372,12 @@ def occluded_batch(engine: Engine, x: torch.Tensor, base: torch.Tensor,
     start = np.minimum(lo, np.array(spatial) - np.array(window))
     patch = gather(x, start, window)
     fills = gather(base, start, window)
-    for i in range(len(lo)):
-        sl = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo[i], hi[i], start[i],
-                                                                    strict=True))
-        patch[(i, slice(None), *sl)] = fills[(i, slice(None), *sl)]
+    inside = torch.ones((len(lo), 1, *window), dtype=torch.bool)
+    for a, w in enumerate(window):
+        rel = torch.from_numpy(start[:, a, None] + np.arange(w))
+        shape = [len(lo), 1] + [1] * len(window)
+        shape[2 + a] = w
+        inside &= ((rel >= torch.from_numpy(lo[:, a, None])) &
+                   (rel < torch.from_numpy(hi[:, a, None]))).reshape(shape)
+    patch = torch.where(inside.to(x.device), fills, patch)
     return PatchTensor(engine, x, patch, start, lo, hi)

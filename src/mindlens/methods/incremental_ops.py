@@ -7,6 +7,7 @@ then materialises the copies and runs the operation unchanged.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -26,11 +27,22 @@ EXPAND = 0.6
 _AVG_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
              "divisor_override")
 
+@functools.lru_cache(maxsize=256)
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+
 def _bind(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
           ) -> inspect.BoundArguments | None:
+    sig = _signature(func)
+    if sig is None:
+        return None
     try:
-        return inspect.signature(func).bind(*args, **kwargs)
-    except (TypeError, ValueError):
+        return sig.bind(*args, **kwargs)
+    except TypeError:
         return None
 
 
@@ -70,8 +82,37 @@ def unary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any])
     fn, full_args, kw, inplace = _out_of_place(func, args, kwargs)
     rest = full_args[1:]
     clean = x.engine.clean(_name(fn), lambda: fn(x.clean, *rest, **kw))
-    out = PatchTensor(x.engine, clean, fn(x.patch, *rest, **kw), x.start, x.lo, x.hi)
+    patch = None
+    if x.pending is not None:
+        activation = _activation(fn, full_args, kw)
+        if activation is not None:
+            patch = x.pending(activation)
+    if patch is None:
+        patch = fn(x.patch, *rest, **kw)
+    out = PatchTensor(x.engine, clean, patch, x.start, x.lo, x.hi)
     return x._assign(out) if inplace else out
+
+
+def _activation(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
+                ) -> tuple[str, list[float]] | None:
+    """``("relu", [])`` or ``("hardtanh", [min, max])`` for a ReLU / ReLU6 / clamp call
+    that a convolution can run fused; ``None`` otherwise."""
+    name = _name(fn)
+    if name == "relu":
+        return "relu", []
+    if name == "relu6":
+        return "hardtanh", [0.0, 6.0]
+    if name not in ("hardtanh", "clamp", "clip"):
+        return None
+    bound = _bind(fn, args, kwargs)
+    if bound is None:
+        return None
+    bound.apply_defaults()
+    values = list(bound.arguments.values())[1:3]
+    if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   for v in values):
+        return None
+    return "hardtanh", [float(values[0]), float(values[1])]
 
 
 def _varies(value: Any, x: PatchTensor) -> bool:
@@ -92,7 +133,7 @@ def _union(a: PatchTensor, b: PatchTensor) -> tuple[np.ndarray, np.ndarray, np.n
                                                       list[int]]:
     lo, hi = np.minimum(a.lo, b.lo), np.maximum(a.hi, b.hi)
     for x in (a, b):  # reuse one operand's box when it holds every change of both
-        size = list(x.patch.shape[2:])
+        size = list(x.psize)
         if (x.start <= lo).all() and (x.start + np.array(size) >= hi).all():
             return lo, hi, x.start, size
     spatial = a.clean.shape[2:]
@@ -109,7 +150,7 @@ def binary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
     a, b = args[0], args[1]
     rest = tuple(args[2:])
     if isinstance(a, PatchTensor) and isinstance(b, PatchTensor):
-        if a.clean.shape != b.clean.shape or a.patch.shape[0] != b.patch.shape[0]:
+        if a.clean.shape != b.clean.shape or len(a) != len(b):
             return NotImplemented
         lo, hi, start, size = _union(a, b)
         pa, pb = a.region(start, size), b.region(start, size)
@@ -153,9 +194,6 @@ def windowed(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, An
         stride, pad = _tuple(p.get("stride", 1), d), _tuple(p.get("padding", 0), d)
         dil = _tuple(p.get("dilation", 1), d)
         fill = 0.0
-
-        def op(region: torch.Tensor) -> torch.Tensor:
-            return func(region, weight, p.get("bias"), stride, 0, dil, p.get("groups", 1))
     else:
         if p.get("ceil_mode") or p.get("return_indices"):
             return NotImplemented
@@ -168,11 +206,6 @@ def windowed(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, An
                                         or p.get("divisor_override")):
             return NotImplemented
         fill = -math.inf if is_max else 0.0
-
-        def op(region: torch.Tensor) -> torch.Tensor:
-            if is_max:
-                return func(region, kernel, stride, 0, dil)
-            return func(region, kernel, stride, 0)
     clean = x.engine.clean(name, lambda: func(x.clean, *args[1:], **kwargs))
     out_size = clean.shape[2:]
     keff = [dl * (k - 1) + 1 for dl, k in zip(dil, kernel, strict=True)]
@@ -184,7 +217,7 @@ def windowed(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, An
     lo, hi = _cap(x.engine.tau, lo, hi, out_size)
     spatial = tuple(x.clean.shape[2:])
     if all(k == 1 for k in keff) and all(v == 1 for v in stride) and not any(pad):
-        start, size = x.start, list(x.patch.shape[2:])  # point-wise: keep the box
+        start, size = x.start, list(x.psize)  # point-wise: keep the box
     else:
         size = [max(1, int((hi - lo)[:, a].max())) for a in range(d)]
         if x.engine.tau is None:
@@ -193,16 +226,47 @@ def windowed(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, An
             size = [o if s >= EXPAND * o else s for s, o in zip(size, out_size, strict=True)]
         start = np.stack([np.clip(lo[:, a], 0, out_size[a] - size[a]) for a in range(d)],
                          axis=1)
-    if tuple(x.patch.shape[2:]) == spatial and tuple(size) == tuple(out_size) and \
-            not x.start.any():
+    whole = x.psize == spatial and tuple(size) == tuple(out_size) and not x.start.any()
+    if whole:
         # the copies differ everywhere: the ordinary operation on the whole patch
-        return PatchTensor(x.engine, clean, func(_fast(x.patch), *args[1:], **kwargs),
-                           start, lo, hi)
-    r0 = start * np.array(stride) - np.array(pad)
-    rsize = [(size[a] - 1) * stride[a] + keff[a] for a in range(d)]
-    patch = op(_fast(x.region(r0, rsize, fill)) if name.startswith("conv") else
-               x.region(r0, rsize, fill))
-    return PatchTensor(x.engine, clean, patch, start, lo, hi)
+        region, used_pad = x.patch, pad
+    else:
+        r0 = start * np.array(stride) - np.array(pad)
+        rsize = [(size[a] - 1) * stride[a] + keff[a] for a in range(d)]
+        region, used_pad = x.region(r0, rsize, fill), (0,) * d
+    if not name.startswith("conv"):  # pooling
+        if whole:
+            patch = func(region, *args[1:], **kwargs)
+        elif is_max:
+            patch = func(region, kernel, stride, 0, dil)
+        else:
+            patch = func(region, kernel, stride, 0)
+        return PatchTensor(x.engine, clean, patch, start, lo, hi)
+    conv = (func, _fast(region), weight, p.get("bias"), stride, used_pad, dil,
+            p.get("groups", 1))
+    return PatchTensor(x.engine, clean, None, start, lo, hi,
+                       pending=lambda activation: fused(*conv, activation),
+                       size=size if not whole else out_size)
+
+
+def fused(func: Callable[..., Any], region: torch.Tensor, weight: torch.Tensor,
+          bias: torch.Tensor | None, stride: Sequence[int], padding: Sequence[int],
+          dilation: Sequence[int], groups: int, activation: tuple[str, list[float]] | None
+          ) -> torch.Tensor | None:
+    """The convolution of ``region``; with ``activation``, the convolution followed by
+    that ReLU/ReLU6 in one oneDNN primitive (the same values: the activation is exact),
+    or ``None`` where that is not available (not a float32 CPU tensor, no oneDNN)."""
+    if activation is None:
+        return func(region, weight, bias, list(stride), list(padding), list(dilation), groups)
+    if region.device.type != "cpu" or region.dtype != torch.float32 or \
+            not torch.backends.mkldnn.is_available() or region.dim() != 4:
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise(
+            region, weight, bias, list(padding), list(stride), list(dilation), groups,
+            activation[0], activation[1], "")
+    except (RuntimeError, AttributeError):
+        return None
 
 
 def _fast(t: torch.Tensor) -> torch.Tensor:
@@ -259,13 +323,13 @@ def _strided(x: PatchTensor, axis: int, first: int, stop: int, step: int, d: int
     lo[:, axis] = np.clip(-(-(x.lo[:, axis] - first) // step), 0, out_n)
     hi[:, axis] = np.clip(-(-(x.hi[:, axis] - first) // step), 0, out_n)
     hi = np.maximum(hi, lo)
-    size = [x.patch.shape[2 + a] for a in range(d)]
+    size = list(x.psize)
     size[axis] = max(1, int((hi - lo)[:, axis].max()))
     start = x.start.copy()
     start[:, axis] = np.clip(lo[:, axis], 0, out_n - size[axis])
     r0 = x.start.copy()
     r0[:, axis] = first + start[:, axis] * step
-    rsize = [x.patch.shape[2 + a] for a in range(d)]
+    rsize = list(x.psize)
     rsize[axis] = (size[axis] - 1) * step + 1
     region = x.region(r0, rsize)
     take = [slice(None)] * (2 + d)

@@ -39,9 +39,17 @@ from .perturbation import (
 BORDERS = ("cover", "truncate")
 AGGREGATIONS = ("mean", "sum", "max")
 MODES = ("exact", "incremental", "approximate")
-#: copies per pass in the incremental modes (the capped patches of the approximate mode
-#: are small, so larger batches amortise the per-operation overhead)
-INCREMENTAL_BATCH = {"incremental": 16, "approximate": 64}
+#: copies per pass in the incremental modes for a 3 x 224 x 224 input (fewer for larger
+#: inputs, at least 8): large batches amortise the per-operation overhead of the patch
+#: bookkeeping and keep both cores busy in the layers where every copy is a whole map
+INCREMENTAL_BATCH = 64
+INCREMENTAL_VALUES = INCREMENTAL_BATCH * 3 * 224 * 224
+
+
+def incremental_batch_size(x: torch.Tensor) -> int:
+    """The default number of copies per pass in the incremental modes for inputs like
+    ``x``."""
+    return max(8, min(INCREMENTAL_BATCH, INCREMENTAL_VALUES // max(1, x[0].numel())))
 
 
 def _per_axis(value: Any, name: str) -> tuple[int, ...] | None:
@@ -128,8 +136,8 @@ class Occlusion(Method):
     ``border`` (``"cover"`` adds a last window flush with the border; ``"truncate"`` cuts
     the last window as Captum does), ``positive_only`` (clip negative drops, as Rieke et
     al. 2018), ``batch_size`` (perturbed copies per forward pass: bounds memory; ``None``
-    chooses by device and input size, 16 for ``incremental`` and 64 for
-    ``approximate``),
+    chooses by device and input size: 64 copies of a 224 x 224 image in the incremental
+    modes, fewer for larger inputs),
     ``blur_sigma`` (pixels, for ``baseline="blur"``; default half the window), ``mode``:
     ``"exact"`` (every occluded copy through the whole model), ``"incremental"`` (the same
     map, recomputing each layer only where the window can change it, Krypton-style: see
@@ -234,7 +242,8 @@ class Occlusion(Method):
                 return occluded_batch(engine, x[image : image + 1], base[image : image + 1],
                                       chosen, window)
 
-        batch_size = p["batch_size"] or INCREMENTAL_BATCH.get(mode) or auto_batch_size(None, x)
+        batch_size = p["batch_size"] or (incremental_batch_size(x) if mode != "exact" else
+                                         auto_batch_size(None, x))
         d = score_drops(clf, x, targets, p["score"], len(positions), fill, batch_size, build)
         extras: dict[str, Any] = {}
         if mode == "approximate":
