@@ -5,17 +5,19 @@ On mobilenet_v2 at 224x224 (window 16, stride 8, baseline 0 in model space: 27 x
 window positions), times per image:
 
 - mindlens ``occlusion`` in ``mode="exact"`` (batched perturbations, inference mode),
-  ``"incremental"`` (Krypton-style, same map) and ``"approximate"`` (Krypton's
-  projective-field cap ``tau``; its error against the exact map is measured and printed);
+  ``"incremental"`` (Krypton-style, same map) and ``"approximate"`` (Krypton's adaptive
+  drill-down in bfloat16, and in float32; its error against the exact map is measured
+  and printed, next to the error the mode measures itself);
 - Captum ``Occlusion`` with ``perturbations_per_eval`` 1 and 16 (same windows, same
   baseline, softmax probability as the score);
 - Captum ``FeatureAblation`` (ppe 1 and 16) and mindlens ``area_occlusion`` on the same
   SLIC label map (about 48 superpixels).
 
-Runs that exceed ``--cap`` seconds are stopped from a forward pre-hook and the full time is
-extrapolated from the per-sample time and the known number of model evaluations, as
-``../shared/bench/peers.py`` does (marked ``*``). Benchmarks are not tests: nothing here
-asserts a time.
+Every case runs ``--repeat`` times, the cases taking turns (so that a slow phase of the
+machine hits all of them alike), and the median is reported. Runs that exceed ``--cap``
+seconds are stopped from a forward pre-hook and the full time is extrapolated from the
+per-sample time and the known number of model evaluations, as ``../shared/bench/peers.py``
+does (marked ``*``). Benchmarks are not tests: nothing here asserts a time.
 
     PYTHONPATH=src MINDLENS_ASSETS=../shared/assets python benchmarks/occlusion.py --cap 30
 """
@@ -84,8 +86,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cap", type=float, default=30.0, help="seconds per case before "
                     "extrapolating")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--taus", default="0.25,0.5,0.75", help="approximate-mode tau values")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (2, as in "
+                    "../shared/bench/peers-baseline.md)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case (median reported)")
     ap.add_argument("--assets", default=os.environ.get("MINDLENS_ASSETS", "../shared/assets"))
     ap.add_argument("--skip-captum", action="store_true")
     args = ap.parse_args()
@@ -104,45 +107,42 @@ def main() -> None:
     x = clf.preprocess(image)
     with torch.inference_mode():
         target = int(clf(x).argmax(1))
-        times = []
+        fwd_times = []
         for _ in range(5):
             t = time.perf_counter()
             module(x)
-            times.append(time.perf_counter() - t)
-    fwd = statistics.median(times)
+            fwd_times.append(time.perf_counter() - t)
+    fwd = statistics.median(fwd_times)
     n_windows = 27 * 27
     meter = Meter(module, args.cap)
     rows: list[dict[str, Any]] = []
 
-    def case(name: str, fn: Callable[[], Any], total: int) -> Any:
-        seconds, capped, result = meter.run(fn, total)
-        rows.append({"name": name, "ms": seconds * 1000, "capped": capped})
-        print(f"  {name}: {seconds * 1000:.0f} ms{' (extrapolated)' if capped else ''}",
-              flush=True)
-        return result
+    cases: list[tuple[str, Callable[[], Any], int]] = []
+
+    def case(name: str, fn: Callable[[], Any], total: int) -> None:
+        cases.append((name, fn, total))
 
     occ = {"window": 16, "stride": 8, "baseline": "zero", "border": "truncate"}
     tgt = Targets(target)
     print(f"mobilenet_v2 224x224, {torch.get_num_threads()} threads; one forward "
           f"{fwd * 1000:.1f} ms; {n_windows} windows; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-    exact = case("mindlens occlusion exact",
-                 lambda: Occlusion(**occ).explain(clf, x, tgt), n_windows + 1)
-    inc = case("mindlens occlusion incremental",
-               lambda: Occlusion(mode="incremental", **occ).explain(clf, x, tgt),
-               n_windows + 1)
-    approx = {}
-    for tau in (float(t) for t in args.taus.split(",") if t):
-        approx[tau] = case(f"mindlens occlusion approximate tau={tau}",
-                           lambda tau=tau: Occlusion(mode="approximate", tau=tau, **occ)
-                           .explain(clf, x, tgt), n_windows + 1)
+    case("mindlens occlusion exact", lambda: Occlusion(**occ).explain(clf, x, tgt),
+         n_windows + 1)
+    case("mindlens occlusion incremental",
+         lambda: Occlusion(mode="incremental", **occ).explain(clf, x, tgt), n_windows + 1)
+    approx_names = {"mindlens occlusion approximate": "auto",
+                    "mindlens occlusion approximate float32": "float32"}
+    for name, precision in approx_names.items():
+        case(name, lambda precision=precision: Occlusion(
+            mode="approximate", precision=precision, **occ).explain(clf, x, tgt),
+            n_windows + 1)
 
     labels = segment(clf.spec.denormalize(x)[0].permute(1, 2, 0).clamp(0, 1).numpy(),
                      "slic", {"n_segments": 48})
     n_regions = len({int(v) for v in labels.flatten()} - {0})
     case("mindlens area_occlusion (SLIC)",
-         lambda: AreaOcclusion(regions=labels).explain(clf, x, tgt),
-         n_regions + 1)
+         lambda: AreaOcclusion(regions=labels).explain(clf, x, tgt), n_regions + 1)
 
     if not args.skip_captum:
         from captum.attr import FeatureAblation
@@ -162,10 +162,29 @@ def main() -> None:
                 probs).attribute(x, baselines=0, target=target, feature_mask=mask,
                                  perturbations_per_eval=ppe), n_regions + 1)
 
+    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    capped: dict[str, bool] = {}
+    results: dict[str, Any] = {}
+    for rep in range(args.repeat):
+        for name, fn, total in cases:
+            seconds, was_capped, result = meter.run(fn, total)
+            times[name].append(seconds)
+            capped[name] = capped.get(name, False) or was_capped
+            results.setdefault(name, result)
+            print(f"  [{rep + 1}/{args.repeat}] {name}: {seconds * 1000:.0f} ms"
+                  f"{' (extrapolated)' if was_capped else ''}", flush=True)
+    for name, _, _ in cases:
+        rows.append({"name": name, "ms": statistics.median(times[name]) * 1000,
+                     "min_ms": min(times[name]) * 1000, "capped": capped[name]})
+    exact = results.get("mindlens occlusion exact")
+    inc = results.get("mindlens occlusion incremental")
+    approx = {name: results.get(name) for name in approx_names}
+
     by_name = {r["name"]: r["ms"] for r in rows}
     ref1 = by_name.get("captum Occlusion ppe=1")
     ref16 = by_name.get("captum Occlusion ppe=16")
     print()
+    print(f"median of {args.repeat} runs (min in brackets)")
     print("| method | ms/image | x one forward | vs Captum Occlusion ppe=1 | vs ppe=16 |")
     print("|---|---|---|---|---|")
     for r in rows:
@@ -173,8 +192,8 @@ def main() -> None:
         other_job = "area" in r["name"] or "FeatureAblation" in r["name"]
         v1 = f"{ref1 / r['ms']:.2f}x" if ref1 and not other_job else ""
         v16 = f"{ref16 / r['ms']:.2f}x" if ref16 and not other_job else ""
-        print(f"| {r['name']} | {r['ms']:.0f}{star} | {r['ms'] / 1000 / fwd:.0f} | {v1} | "
-              f"{v16} |")
+        print(f"| {r['name']} | {r['ms']:.0f}{star} ({r['min_ms']:.0f}) | "
+              f"{r['ms'] / 1000 / fwd:.0f} | {v1} | {v16} |")
     fa = by_name.get("captum FeatureAblation ppe=1 (SLIC)")
     area = by_name.get("mindlens area_occlusion (SLIC)")
     if fa and area:
@@ -183,8 +202,7 @@ def main() -> None:
     if exact is not None:
         ref = exact.maps
         scale = float(ref.abs().max())
-        for name, e in [("incremental", inc), *((f"approximate tau={t}", a)
-                                                for t, a in approx.items())]:
+        for name, e in [("incremental", inc), *approx.items()]:
             if e is None:
                 continue
             err = float((e.maps - ref).abs().max()) / scale
@@ -192,7 +210,8 @@ def main() -> None:
             a, b = a - a.mean(), b - b.mean()
             corr = float(a @ b / (a.norm() * b.norm()))
             check = e.extras.get("approximation")
-            own = (f"; its own check on {check['windows']} windows: "
+            own = (f"; {check['precision']}, {check['run']} of {check['windows']} windows "
+                   f"run; its own check on {check['check_windows']} windows: "
                    f"{check['relative_error']:.2e} of the max drop") if check else ""
             print(f"{name}: max |map - exact| / max |exact| = {err:.2e}; Pearson r = "
                   f"{corr:.4f}{own}")

@@ -131,15 +131,66 @@ def test_black_box_falls_back_to_exact():
     assert e.params["mode"] == "exact"
 
 
-def test_approximate_mode_is_close_but_not_claimed_exact():
+def test_approximate_mode_without_approximations_is_exact():
+    torch.manual_seed(3)
     clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
     x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
     kw = {"window": 2, "stride": 2, "score": "logit"}
     exact = Occlusion(**kw).explain(clf, x, Targets()).maps
-    full_tau = Occlusion(mode="approximate", tau=1.0, **kw).explain(clf, x, Targets()).maps
-    torch.testing.assert_close(full_tau, exact, rtol=0, atol=1e-12)  # no cap: exact
-    with pytest.raises(mindlens.InputError, match="tau"):
-        Occlusion(mode="approximate", tau=0)
+    every = Occlusion(mode="approximate", coarse=1, **kw).explain(clf, x, Targets())
+    torch.testing.assert_close(every.maps, exact, rtol=0, atol=1e-12)
+    assert every.extras["approximation"]["interpolated"] == 0
+    assert every.extras["approximation"]["precision"] == "float64"  # the model's own
+    refined = Occlusion(mode="approximate", coarse=3, refine=1.0, **kw).explain(
+        clf, x, Targets()).maps
+    torch.testing.assert_close(refined, exact, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("param", "value"), [
+    ("tau", 0), ("coarse", 0), ("coarse", 1.5), ("refine", 1.5), ("precision", "half"),
+    ("check_windows", -1)])
+def test_approximate_mode_rejects_bad_settings(param, value):
+    with pytest.raises(mindlens.InputError, match=param):
+        Occlusion(mode="approximate", **{param: value})
+
+
+def test_drill_down_interpolates_between_the_windows_it_runs():
+    """Run windows hold their exact drops; a skipped one holds the linear interpolation of
+    the run windows around it, unless the refinement ran it (the largest ones)."""
+    torch.manual_seed(4)
+    clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
+    x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
+    kw = {"window": 2, "stride": 1, "score": "logit"}
+    exact = Occlusion(**kw).explain(clf, x, Targets()).extras["grid"][0, 0]  # [9, 8]
+    approx = Occlusion(mode="approximate", coarse=2, refine=0.25, check_windows=0, **kw
+                       ).explain(clf, x, Targets())
+    grid = approx.extras["grid"][0, 0]
+    rows, cols = [0, 2, 4, 6, 8], [0, 2, 4, 6, 7]
+    run = torch.zeros_like(grid, dtype=torch.bool)
+    run[torch.tensor(rows)[:, None], torch.tensor(cols)[None, :]] = True
+    torch.testing.assert_close(grid[run], exact[run], rtol=0, atol=1e-12)
+    interp = torch.empty_like(exact)
+    for i in range(9):
+        for j in range(8):
+            r0 = max(r for r in rows if r <= i)
+            r1 = min(r for r in rows if r >= i)
+            c0 = max(c for c in cols if c <= j)
+            c1 = min(c for c in cols if c >= j)
+            ti = 0.0 if r1 == r0 else (i - r0) / (r1 - r0)
+            tj = 0.0 if c1 == c0 else (j - c0) / (c1 - c0)
+            interp[i, j] = ((1 - ti) * (1 - tj) * exact[r0, c0] + (1 - ti) * tj * exact[r0, c1]
+                            + ti * (1 - tj) * exact[r1, c0] + ti * tj * exact[r1, c1])
+    skipped = ~run
+    refined = skipped & ((grid - exact).abs() < 1e-12) & ((interp - exact).abs() > 1e-9)
+    k = round(0.25 * int(skipped.sum()))
+    assert int(refined.sum()) == k  # the refinement ran k windows exactly ...
+    # ... the ones with the largest interpolated drop; the rest stay interpolated
+    assert interp[refined].abs().min() >= interp[skipped & ~refined].abs().max() - 1e-12
+    torch.testing.assert_close(grid[skipped & ~refined], interp[skipped & ~refined],
+                               rtol=0, atol=1e-12)
+    report = approx.extras["approximation"]
+    assert report["run"] == len(rows) * len(cols) + k
+    assert approx.cost.forward == 2 + report["run"]  # a clean pass for each precision
 
 
 def test_approximate_mode_measures_its_error():
@@ -148,12 +199,49 @@ def test_approximate_mode_measures_its_error():
     x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
     kw = {"window": 2, "stride": 2, "score": "logit"}
     exact = Occlusion(**kw).explain(clf, x, Targets())
-    approx = Occlusion(mode="approximate", tau=0.3, check_windows=100, **kw).explain(
+    approx = Occlusion(mode="approximate", refine=0.0, check_windows=100, **kw).explain(
         clf, x, Targets())
     report = approx.extras["approximation"]
     n = exact.extras["grid"][0, 0].numel()
-    assert report["windows"] == n  # every window: the check sees the true error
+    assert report["check_windows"] == n  # every window: the check sees the true error
     true_err = float((approx.extras["grid"] - exact.extras["grid"]).abs().max())
-    assert true_err > 1e-6  # the cap really dropped changes
+    assert true_err > 1e-6  # interpolation really differs
     assert report["max_abs_error"] == pytest.approx(true_err, abs=1e-12)
-    assert approx.cost.forward == exact.cost.forward + n
+    assert approx.cost.forward == 2 + report["run"] + n
+
+
+def test_bfloat16_runs_on_a_copy_and_stays_close(resnet20):
+    """The low-precision pass runs on a converted copy (the user's model keeps its float32
+    weights) and, on a real model, gives nearly the exact map."""
+    torch.manual_seed(5)
+    x = torch.randn(1, 3, 32, 32)
+    before = fingerprint(resnet20.module)
+    kw = {"window": 8, "stride": 4, "score": "logit"}
+    exact = Occlusion(**kw).explain(resnet20, x, Targets())
+    approx = Occlusion(mode="approximate", precision="bfloat16", coarse=1, **kw).explain(
+        resnet20, x, Targets())
+    assert_untouched(before, resnet20.module)
+    assert approx.extras["approximation"]["precision"] == "bfloat16"
+    assert approx.maps.dtype == exact.maps.dtype == torch.float32
+    a, b = approx.maps.flatten(), exact.maps.flatten()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.98
+    assert approx.extras["approximation"]["relative_error"] > 0  # rounding is measured
+
+
+def test_low_precision_copy_follows_weight_changes(resnet20):
+    """The bfloat16 copy is reused between calls, but not after the weights change (even
+    through ``.data``, which bypasses autograd's version counter)."""
+    import copy as copy_module
+
+    clf = copy_module.copy(resnet20)
+    clf.module = copy_module.deepcopy(resnet20.module)
+    x = torch.randn(1, 3, 32, 32)
+    kw = {"mode": "approximate", "precision": "bfloat16", "coarse": 1, "window": 16,
+          "stride": 16, "score": "logit", "check_windows": 0}
+    first = Occlusion(**kw).explain(clf, x, Targets(0)).maps
+    again = Occlusion(**kw).explain(clf, x, Targets(0)).maps
+    assert torch.equal(first, again)
+    last = [m for m in clf.module.modules() if isinstance(m, nn.Linear)][-1]
+    last.weight.data.mul_(3.0)
+    changed = Occlusion(**kw).explain(clf, x, Targets(0)).maps
+    assert not torch.allclose(changed, first)

@@ -255,10 +255,11 @@ def fused(func: Callable[..., Any], region: torch.Tensor, weight: torch.Tensor,
           ) -> torch.Tensor | None:
     """The convolution of ``region``; with ``activation``, the convolution followed by
     that ReLU/ReLU6 in one oneDNN primitive (the same values: the activation is exact),
-    or ``None`` where that is not available (not a float32 CPU tensor, no oneDNN)."""
+    or ``None`` where that is not available (not a float32/bfloat16 CPU tensor, no
+    oneDNN)."""
     if activation is None:
         return func(region, weight, bias, list(stride), list(padding), list(dilation), groups)
-    if region.device.type != "cpu" or region.dtype != torch.float32 or \
+    if region.device.type != "cpu" or region.dtype not in (torch.float32, torch.bfloat16) or \
             not torch.backends.mkldnn.is_available() or region.dim() != 4:
         return None
     try:
