@@ -137,3 +137,26 @@ def test_bad_baselines_are_one_line(setup, args):
                                  "--out", str(tmp / "o")])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "baselines" in result.output
+
+
+def test_occlusion_mode_from_the_command_line(setup):
+    """--occlusion-mode reaches the method: incremental gives the exact map; approximate
+    writes its measured error to summary.json; a wrong mode is one line, exit 2."""
+    card, images, tmp = setup
+    maps = {}
+    for mode in ("exact", "incremental", "approximate"):
+        out = tmp / mode
+        result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card),
+                                     "--methods", "occlusion", "--occlusion-mode", mode,
+                                     "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        maps[mode] = np.load(out / "img0.npz")["occlusion"]
+        entry = json.loads((out / "summary.json").read_text())["images"]["img0"]["occlusion"]
+        assert ("approximation" in entry) == (mode == "approximate")
+    # probabilities of an untrained net barely move: compare in absolute terms
+    np.testing.assert_allclose(maps["incremental"], maps["exact"], rtol=0, atol=1e-6)
+    result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card),
+                                 "--methods", "occlusion", "--occlusion-mode", "fast",
+                                 "--out", str(tmp / "bad")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--occlusion-mode" in result.output

@@ -20,7 +20,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import methods
-from .errors import MindlensError, NotApplicableError
+from .errors import InputError, MindlensError, NotApplicableError
+from .methods.occlusion import MODES as OCCLUSION_MODES
 from .render.panel import panel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -96,6 +97,11 @@ def explain_cmd(
     baselines: Annotated[str | None, typer.Option(
         help="occlusion fill values to compare, e.g. zero,mean,blur,0.5 (needs occlusion "
              "in --methods); adds a baseline-sensitivity figure per image")] = None,
+    occlusion_mode: Annotated[str, typer.Option(
+        help="exact: every window through the whole model; incremental: the same map, "
+             "recomputing each layer only where the window reaches (several times "
+             "faster); approximate: a quick preview (drill-down in bfloat16), its measured "
+             "error in summary.json")] = "exact",
 ) -> None:
     """Explain IMAGES (or volumes: NIfTI/.npy, for a card with input_size [D, H, W]) with
     several methods; write DIR/report.html, DIR/<image>.npz (one [T, H, W] array per
@@ -109,6 +115,9 @@ def explain_cmd(
 
     names = parse_methods(method_spec)
     fills = _baselines(baselines, names)
+    if occlusion_mode not in OCCLUSION_MODES:
+        raise InputError(f"--occlusion-mode must be one of {', '.join(OCCLUSION_MODES)}, "
+                         f"got {occlusion_mode!r}")
     clf = load_model(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(clf, title=f"mindlens: {clf.name}",
@@ -127,8 +136,11 @@ def explain_cmd(
                     continue
                 try:
                     extra = {"unit": str(unit)} if name == "mace" and unit else {}
+                    if name == "occlusion":
+                        extra = {"mode": occlusion_mode}
                     if name == "occlusion" and fills:  # one run per fill value
-                        sens = baseline_sensitivity(clf, x, fills, target=target, top_k=top_k)
+                        sens = baseline_sensitivity(clf, x, fills, target=target, top_k=top_k,
+                                                    **extra)
                         results[name] = sens["explanations"][sens["baselines"][0]]
                     else:
                         results[name] = explain(clf, x, name, target=target, top_k=top_k,
@@ -148,7 +160,9 @@ def explain_cmd(
                 "targets": e.targets[0].tolist(), "labels": [clf.label(int(c)) for c in
                                                              e.targets[0]],
                 "probs": e.probs[0].tolist(), "signed": e.signed,
-                "native_shape": list(e.native_shape)} for n, e in results.items()}}
+                "native_shape": list(e.native_shape),
+                **({"approximation": e.extras["approximation"]} if "approximation" in
+                   e.extras else {})} for n, e in results.items()}}
             report.add(x, results, titles=[path.name], top_k=max(3, top_k))
             if fills and "occlusion" in results:
                 summary["images"][stem]["baseline_sensitivity"] = sensitivity.summary(sens)
@@ -312,7 +326,6 @@ _mount_subcommands()
 
 def _baselines(spec: str | None, names: list[str]) -> list[str | float]:
     """The occlusion fill values of --baselines (empty when not given)."""
-    from .errors import InputError
     from .sensitivity import parse_baselines
 
     if spec is None:
