@@ -245,3 +245,16 @@ def test_low_precision_copy_follows_weight_changes(resnet20):
     last.weight.data.mul_(3.0)
     changed = Occlusion(**kw).explain(clf, x, Targets(0)).maps
     assert not torch.allclose(changed, first)
+
+
+def test_low_precision_copy_has_no_hooks(resnet20):
+    """Hooks on the user's model keep counting the model's own passes; the converted copy
+    runs without them (a copied hook would count into a frozen copy of its state)."""
+    clf = copy.copy(resnet20)
+    clf.module = copy.deepcopy(resnet20.module)  # no converted copy cached for it yet
+    calls = []
+    clf.module.register_forward_pre_hook(lambda m, i: calls.append(1))
+    Occlusion(mode="approximate", precision="bfloat16", window=16, stride=16,
+              check_windows=0).explain(clf, torch.randn(1, 3, 32, 32), Targets(0))
+    assert len(calls) == 1  # the float32 clean pass; the bfloat16 passes ran on the copy
+    assert len(clf.module._forward_pre_hooks) == 1

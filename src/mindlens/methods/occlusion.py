@@ -409,11 +409,18 @@ def _precision(choice: str, clf: Classifier) -> torch.dtype:
 
 
 class _Cast(torch.nn.Module):
-    """A lower-precision copy of a model that returns float32 logits."""
+    """A lower-precision copy of a model that returns float32 logits. The copy has no
+    hooks: hooks registered on the model (instrumentation, counters) keep their state in
+    the original and would run on a frozen copy of it."""
 
     def __init__(self, module: torch.nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
-        self.inner = copy.deepcopy(module).to(dtype).eval()
+        memo: dict[int, Any] = {}
+        for m in module.modules():
+            for name, value in vars(m).items():
+                if "hooks" in name and isinstance(value, dict):
+                    memo[id(value)] = type(value)()
+        self.inner = copy.deepcopy(module, memo).to(dtype).eval()
 
     def forward(self, x: Any) -> Any:
         out = self.inner(x)
