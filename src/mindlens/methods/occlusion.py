@@ -300,81 +300,68 @@ class Occlusion(Method):
                     targets: Targets, positions: Sequence[tuple[int, ...]],
                     window: Sequence[int], shape: Sequence[int], fill: Fill,
                     batch_size: int) -> tuple[Drops, torch.Tensor, dict[str, Any], Engine]:
-        """The approximate mode: drill-down (coarse pass, interpolation, refinement) with
-        incremental inference at the chosen precision, then ``check_windows`` evenly
-        spaced windows run exactly (float32, incremental) to measure the error. The
-        returned :class:`Drops` holds the exact clean scores and the total cost."""
+        """The approximate mode. First ``check_windows`` evenly spaced windows run
+        exactly (float32, incremental: the exact map's values); that pass also gives the
+        clean scores and fixes the target classes. Then the drill-down (coarse pass,
+        interpolation, refinement) runs incrementally at the chosen precision, and the
+        check windows measure its error. The returned :class:`Drops` holds the exact clean
+        scores and the total cost."""
         p = self.params
+        n = len(positions)
+        sample = (torch.linspace(0, n - 1, min(p["check_windows"], n)).round().long()
+                  .unique().tolist() if p["check_windows"] else [])
+        check_build, _ = _incremental(x, base, positions, window, None)
+        fill_check, build_check = _subset(fill, check_build, [sample] * x.shape[0])
+        exact = score_drops(clf, x, targets, p["score"], len(sample), fill_check, batch_size,
+                            build_check)
+        classes = Targets(exact.classes) if targets.score_fn is None else targets
+
         precision = _precision(p["precision"], clf)
         run_clf, run_x, run_base = _at_precision(clf, x, base, precision)
-        items, per_axis = drilldown.coarse_items(shape, p["coarse"])
         build, engine = _incremental(run_x, run_base, positions, window, p["tau"])
-
-        def subset(chosen: Sequence[Sequence[int]]) -> tuple[Fill, Build]:
-            def fill_some(batch: torch.Tensor, image: int, rows: Sequence[int]) -> None:
-                fill(batch, image, [chosen[image][r] for r in rows])
-
-            def build_some(image: int, rows: Sequence[int]) -> PatchTensor:
-                return build(image, [chosen[image][r] for r in rows])
-            return fill_some, build_some
-
-        fill_coarse, build_coarse = subset([items] * x.shape[0])
-        first = score_drops(run_clf, run_x, targets, p["score"], len(items), fill_coarse,
+        items, per_axis = drilldown.coarse_items(shape, p["coarse"])
+        fill_coarse, build_coarse = _subset(fill, build, [items] * x.shape[0])
+        first = score_drops(run_clf, run_x, classes, p["score"], len(items), fill_coarse,
                             batch_size, build_coarse)
-        classes = Targets(first.classes) if targets.score_fn is None else targets
         coarse = first.drops.reshape(*first.drops.shape[:2], *(len(a) for a in per_axis))
-        mats = [drilldown.interpolation_matrix(n, a, coarse) for n, a in
+        mats = [drilldown.interpolation_matrix(m, a, coarse) for m, a in
                 zip(shape, per_axis, strict=True)]
         drops = drilldown.interpolate(coarse, mats).flatten(2).clone()
         drops[:, :, items] = first.drops
         more = drilldown.refinement(drops.reshape(*drops.shape[:2], *shape), items,
                                     p["refine"])
-        forwards, calls = first.forwards, first.calls
+        forwards, calls = exact.forwards + first.forwards, exact.calls + first.calls
         if any(more):
-            fill_more, build_more = subset(more)
+            fill_more, build_more = _subset(fill, build, more)
             second = score_drops(run_clf, run_x, classes, p["score"], [len(m) for m in more],
                                  fill_more, batch_size, build_more)
             for i, chosen in enumerate(more):
                 drops[i, :, chosen] = second.drops[i, :, : len(chosen)]
             forwards, calls = forwards + second.forwards - 1, calls + second.calls - 1
-        check = self._check(clf, x, base, classes, positions, window, fill, drops,
-                            batch_size)
         run = len(items) + len(more[0])
-        info = {"precision": str(precision).replace("torch.", ""), "coarse": p["coarse"],
-                "refine": p["refine"], "tau": p["tau"], "windows": len(positions),
-                "run": run, "interpolated": len(positions) - run, **check["error"]}
-        total = Drops(drops, check["drops"].logits, check["drops"].classes,
-                      check["drops"].clean, forwards + check["drops"].forwards,
-                      calls + check["drops"].calls)
-        return total, drops, info, engine
-
-    def _check(self, clf: Classifier, x: torch.Tensor, base: torch.Tensor,
-               targets: Targets, positions: Sequence[tuple[int, ...]],
-               window: Sequence[int], fill: Fill, drops: torch.Tensor, batch_size: int
-               ) -> dict[str, Any]:
-        """Measure the approximate mode's error: ``check_windows`` evenly spaced windows
-        are also run exactly (float32, incremental inference: the exact map's values) and
-        compared with the approximate drops. Their cost is counted."""
-        n = drops.shape[2]
-        k = min(int(self.params["check_windows"]), n)
-        sample = torch.linspace(0, n - 1, k).round().long().unique().tolist() if k else []
-        build, _ = _incremental(x, base, positions, window, None)
-
-        def fill_sample(batch: torch.Tensor, image: int, items: Sequence[int]) -> None:
-            fill(batch, image, [sample[i] for i in items])
-
-        def build_sample(image: int, items: Sequence[int]) -> PatchTensor:
-            return build(image, [sample[i] for i in items])
-
-        exact = score_drops(clf, x, targets, self.params["score"], len(sample), fill_sample,
-                            batch_size, build_sample)
-        error: dict[str, Any] = {"check_windows": len(sample)}
+        info: dict[str, Any] = {
+            "precision": str(precision).replace("torch.", ""), "coarse": p["coarse"],
+            "refine": p["refine"], "tau": p["tau"], "windows": n, "run": run,
+            "interpolated": n - run, "check_windows": len(sample)}
         if sample:
             err = float((drops[:, :, sample] - exact.drops).abs().max())
             scale = float(exact.drops.abs().max())
-            error.update({"max_abs_error": err, "max_abs_exact_drop": scale,
-                          "relative_error": err / scale if scale > 0 else float("nan")})
-        return {"drops": exact, "error": error}
+            info.update({"max_abs_error": err, "max_abs_exact_drop": scale,
+                         "relative_error": err / scale if scale > 0 else float("nan")})
+        total = Drops(drops, exact.logits, exact.classes, exact.clean, forwards, calls)
+        return total, drops, info, engine
+
+
+def _subset(fill: Fill, build: Build, chosen: Sequence[Sequence[int]]
+            ) -> tuple[Fill, Build]:
+    """``fill`` and ``build`` for the windows ``chosen[image]`` only (rows of a pass
+    index into them)."""
+    def fill_some(batch: torch.Tensor, image: int, rows: Sequence[int]) -> None:
+        fill(batch, image, [chosen[image][r] for r in rows])
+
+    def build_some(image: int, rows: Sequence[int]) -> Any:
+        return build(image, [chosen[image][r] for r in rows])
+    return fill_some, build_some
 
 
 def _incremental(x: torch.Tensor, base: torch.Tensor, positions: Sequence[tuple[int, ...]],
