@@ -11,6 +11,7 @@ matrix products with one ``[n_fine, n_coarse]`` matrix per axis.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -53,7 +54,7 @@ def coarse_items(shape: Sequence[int], step: int) -> tuple[list[int], list[list[
     """Flat indices (row-major over ``shape``) of the coarse positions, and the coarse
     indices per axis."""
     per_axis = [coarse_indices(n, step) for n in shape]
-    strides = [int(torch.tensor(shape[a + 1 :]).prod()) for a in range(len(shape))]
+    strides = [math.prod(shape[a + 1 :]) for a in range(len(shape))]
     items = [sum(i * s for i, s in zip(pos, strides, strict=True))
              for pos in itertools.product(*per_axis)]
     return items, per_axis
