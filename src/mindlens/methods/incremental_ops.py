@@ -352,6 +352,14 @@ def pad(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -
         return NotImplemented  # padding the batch axis
     value = p.get("value") or 0.0
     clean = x.engine.clean("pad", lambda: F.pad(x.clean, pads[: 2 * d + 2], value=value))
-    patch = F.pad(x.patch, [0] * (2 * d) + pads[2 * d : 2 * d + 2], value=value)
+    channel_pads = pads[2 * d : 2 * d + 2]
+    patch = F.pad(x.patch, [0] * (2 * d) + channel_pads, value=value) if any(channel_pads) \
+        else x.patch
+    if x.psize == tuple(x.clean.shape[2:]) and not x.start.any():
+        # the copies differ everywhere: pad the patch itself, so that it stays one whole
+        # map (the next convolution then runs on it as it is, without a gather)
+        patch = F.pad(patch, pads[: 2 * d], value=value)
+        return PatchTensor(x.engine, clean, patch, x.start, x.lo + spatial_lo,
+                           x.hi + spatial_lo)
     return PatchTensor(x.engine, clean, patch, x.start + spatial_lo, x.lo + spatial_lo,
                        x.hi + spatial_lo)
