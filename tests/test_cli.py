@@ -153,6 +153,12 @@ def test_occlusion_mode_from_the_command_line(setup):
         maps[mode] = np.load(out / "img0.npz")["occlusion"]
         entry = json.loads((out / "summary.json").read_text())["images"]["img0"]["occlusion"]
         assert ("approximation" in entry) == (mode == "approximate")
+        # the report tells the reader that a preview is a preview, and how far off it was
+        html = (out / "report.html").read_text()
+        assert ("quick preview" in html) == (mode == "approximate")
+        if mode == "approximate":
+            err = entry["approximation"]["relative_error"]
+            assert f"up to {err:.0%} of the largest drop" in html
     # probabilities of an untrained net barely move: compare in absolute terms
     np.testing.assert_allclose(maps["incremental"], maps["exact"], rtol=0, atol=1e-6)
     result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card),

@@ -226,6 +226,14 @@ def _notes(name: str, expl: Explanation, b: int, t: int) -> list[str]:
             notes.append(f"relevance sum / score = {float(cons[b, t]):.2f}")
     if expl.native_shape and tuple(expl.native_shape) != tuple(expl.maps.shape[2:]):
         notes.append("computed at " + "x".join(map(str, expl.native_shape)) + ", then enlarged")
+    approx = expl.extras.get("approximation")
+    if isinstance(approx, dict):
+        err = approx.get("relative_error")
+        checked = (f"; on {approx['check_windows']} windows also run exactly it was off by "
+                   f"up to {err:.0%} of the largest drop" if err is not None and
+                   err == err else "; its error was not measured (check_windows=0)")
+        notes.append(f"quick preview: {approx['run']} of {approx['windows']} window "
+                     f"positions were run, the others estimated{checked}")
     return notes
 
 
