@@ -365,7 +365,13 @@ def _materialize(values: Any) -> list[Any]:
 def occluded_batch(engine: Engine, x: torch.Tensor, base: torch.Tensor,
                    starts: Sequence[Sequence[int]], window: Sequence[int]) -> PatchTensor:
     """``len(starts)`` occluded copies of one image ``x`` ``[1, C, *S]``: window ``p``
-    starts at ``starts[p]`` (cut at the border) and holds ``base`` there."""
+    starts at ``starts[p]`` (cut at the border) and holds ``base`` there.
+
+    The clean activations are computed in the patches' layout (channels-last on a CPU):
+    the same convolution kernels then compute both, so a position the window does not
+    change holds bit for bit the clean value (with the clean image in another layout,
+    oneDNN rounds differently there, and that noise differs from window to window)."""
+    x = x.contiguous(memory_format=_layout(x.dim(), x.device))
     spatial = x.shape[2:]
     lo = np.array(starts, dtype=np.int64).reshape(len(starts), len(spatial))
     hi = np.minimum(lo + np.array(window), np.array(spatial))

@@ -186,14 +186,15 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
     counts = [n_items] * x.shape[0] if isinstance(n_items, int) else list(n_items)
     b = x.shape[0]
     with clf.patched(), torch.inference_mode():
-        logits = clf(x)
+        layout = [_batch_layout(x)]
+        # the clean pass in the perturbed batches' layout: the same kernels round alike
+        logits = _forward(clf, x.contiguous(memory_format=layout[0]), layout)
         classes = targets.resolve(logits)
         clean = class_scores(logits, classes, kind, targets)
         n_t = classes.shape[1]
         drops = torch.full((b, n_t, max(counts, default=0)), math.nan, dtype=clean.dtype,
                            device=clean.device)
         calls = 1
-        layout = [_batch_layout(x)]
         for i, count in enumerate(counts):
             for start in range(0, count, batch_size):
                 items = range(start, min(start + batch_size, count))
