@@ -13,7 +13,7 @@ import mindlens
 from mindlens.methods.occlusion import Occlusion
 from mindlens.targets import Targets
 
-from ..conftest import asset_images, assert_untouched, fingerprint
+from ..conftest import assert_untouched, asset_images, fingerprint
 
 
 class Zoo(nn.Module):

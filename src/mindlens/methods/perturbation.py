@@ -196,8 +196,11 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
                            device=clean.device)
         calls = 1
         for i, count in enumerate(counts):
-            for start in range(0, count, batch_size):
-                items = range(start, min(start + batch_size, count))
+            # chunks of (nearly) equal size: as many passes as batch_size needs, but no
+            # small last pass that costs a whole pass's overhead for a few copies
+            step = math.ceil(count / math.ceil(count / batch_size)) if count else 1
+            for start in range(0, count, step):
+                items = range(start, min(start + step, count))
                 if build is not None:
                     out = clf(build(i, items))[: len(items)]
                 else:
