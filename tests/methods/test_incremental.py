@@ -282,3 +282,56 @@ def test_low_precision_copy_has_no_hooks(resnet20):
               check_windows=0).explain(clf, torch.randn(1, 3, 32, 32), Targets(0))
     assert len(calls) == 1  # the float32 clean pass; the bfloat16 passes ran on the copy
     assert len(clf.module._forward_pre_hooks) == 1
+
+
+class FusedAndInPlace(nn.Module):
+    """float32, so the convolution + ReLU/ReLU6/clamp fusion runs; the convolution's own
+    output is used again after the fused activation; in-place tensor methods; ``.view``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3 = nn.Conv2d(4, 4, 1)
+        self.head = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        y = self.c1(x)
+        a = F.relu(y)
+        w = y * 0.5 + a  # the plain convolution output, after the fused one was taken
+        v = torch.clamp(self.c2(w), 0.0, 6.0)
+        v = v + F.relu6(self.c3(v))
+        v.mul_(v)  # an in-place method: must change v itself
+        v.add_(1.0)
+        return self.head(v.reshape(v.shape[0], 4, 8, 8).contiguous().view(v.shape[0], -1))
+
+
+def test_fusion_in_place_methods_and_view_match_exact():
+    torch.manual_seed(6)
+    clf = mindlens.Classifier(FusedAndInPlace().eval(), (8, 8), channels=2)
+    x = torch.randn(2, 2, 8, 8)
+    kw = {"window": 3, "stride": 2, "score": "logit", "batch_size": 6}
+    exact = Occlusion(**kw).explain(clf, x, Targets(top_k=2))
+    inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
+    scale = float(exact.maps.abs().max())
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-5 * scale)
+    assert {"mul_", "add_"} <= set(inc.extras["full_recompute_ops"])
+
+
+def test_engine_caches_do_not_grow_with_the_number_of_batches():
+    """The engine caches rows only of the image's clean activations on its tape (every
+    batch used to add a new copy of the input's rows: memory grew with the batches)."""
+    from mindlens.methods.incremental import Engine, occluded_batch
+
+    torch.manual_seed(7)
+    model = FusedAndInPlace().eval()
+    x = torch.randn(1, 2, 8, 8)
+    base = torch.zeros_like(x)
+    starts = [(i, j) for i in range(0, 6, 2) for j in range(0, 6, 2)]
+    engine = Engine()
+    with torch.inference_mode():
+        for k in range(0, len(starts), 2):
+            engine.pos = 0
+            model(occluded_batch(engine, x, base, starts[k : k + 2], (3, 3)))
+    on_tape = {id(t) for _, t in engine.tape}
+    assert engine.rows and {id(c) for c, _ in engine.rows.values()} <= on_tape

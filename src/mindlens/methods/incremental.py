@@ -155,10 +155,24 @@ class PatchTensor:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        fn = getattr(torch, name, None)
-        if callable(fn):
-            return lambda *a, **k: fn(self, *a, **k)
+        if name.endswith("_") and not name.startswith("_"):
+            # an in-place method (``y.mul_(z)``): run it on the materialised copies and
+            # take the result over, so that this object really changes
+            return lambda *a, **k: self._inplace(name, a, k)
+        if name == "view":  # needs a contiguous tensor; the copies are channels-last
+            return self.full().contiguous().view
+        method = getattr(torch.Tensor, name, None)
+        if callable(method):  # ``y.relu()``, ``y.reshape(n, -1)``: as the functions do
+            return lambda *a, **k: PatchTensor.__torch_function__(method, (PatchTensor,),
+                                                                  (self, *a), k)
         return getattr(self.full(), name)
+
+    def _inplace(self, name: str, args: Any, kwargs: Any) -> PatchTensor:
+        self.engine.fallbacks[name] = self.engine.fallbacks.get(name, 0) + 1
+        full = self.full()
+        getattr(full, name)(*_materialize(args), **dict(zip(kwargs, _materialize(
+            kwargs.values()), strict=True)))
+        return self._assign(full)
 
     def __getitem__(self, index: Any) -> Any:
         from .incremental_ops import getitem
@@ -196,11 +210,20 @@ class PatchTensor:
         return torch.neg(self)
 
     def _assign(self, other: Any) -> Any:
-        """In-place operations: mirror them by rebinding this object's contents."""
+        """In-place operations: mirror them by rebinding this object's contents. An
+        ordinary tensor of the copies ``[n, C, *S]`` becomes a patch over the whole map."""
         if isinstance(other, PatchTensor):
             self.clean, self._patch, self.pending = other.clean, other._patch, other.pending
             self.start, self.lo, self.hi, self.psize = other.start, other.lo, other.hi, \
                 other.psize
+            return self
+        if isinstance(other, torch.Tensor) and tuple(other.shape) == tuple(self.shape):
+            spatial = np.array(self.clean.shape[2:])
+            n = len(self)
+            self._patch, self.pending = other, None
+            self.start = np.zeros((n, len(spatial)), dtype=np.int64)
+            self.lo, self.hi = self.start.copy(), np.tile(spatial, (n, 1))
+            self.psize = tuple(other.shape[2:])
             return self
         return other
 
@@ -370,8 +393,10 @@ def occluded_batch(engine: Engine, x: torch.Tensor, base: torch.Tensor,
     The clean activations are computed in the patches' layout (channels-last on a CPU):
     the same convolution kernels then compute both, so a position the window does not
     change holds bit for bit the clean value (with the clean image in another layout,
-    oneDNN rounds differently there, and that noise differs from window to window)."""
-    x = x.contiguous(memory_format=_layout(x.dim(), x.device))
+    oneDNN rounds differently there, and that noise differs from window to window). The
+    converted input is the first entry of the engine's tape, so that every batch of one
+    image uses the same tensor (the engine's caches are keyed on it)."""
+    x = engine.clean("input", lambda: x.contiguous(memory_format=_layout(x.dim(), x.device)))
     spatial = x.shape[2:]
     lo = np.array(starts, dtype=np.int64).reshape(len(starts), len(spatial))
     hi = np.minimum(lo + np.array(window), np.array(spatial))

@@ -102,15 +102,18 @@ def _activation(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, A
         return "relu", []
     if name == "relu6":
         return "hardtanh", [0.0, 6.0]
-    if name not in ("hardtanh", "clamp", "clip"):
+    if name == "hardtanh":
+        bound = _bind(fn, args, kwargs)
+        if bound is None:
+            return None
+        bound.apply_defaults()
+        values = [bound.arguments.get("min_val"), bound.arguments.get("max_val")]
+    elif name in ("clamp", "clip"):  # a C function: no signature to bind
+        values = [args[1] if len(args) > 1 else kwargs.get("min"),
+                  args[2] if len(args) > 2 else kwargs.get("max")]
+    else:
         return None
-    bound = _bind(fn, args, kwargs)
-    if bound is None:
-        return None
-    bound.apply_defaults()
-    values = list(bound.arguments.values())[1:3]
-    if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                   for v in values):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return None
     return "hardtanh", [float(values[0]), float(values[1])]
 
@@ -260,14 +263,21 @@ def fused(func: Callable[..., Any], region: torch.Tensor, weight: torch.Tensor,
     if activation is None:
         return func(region, weight, bias, list(stride), list(padding), list(dilation), groups)
     if region.device.type != "cpu" or region.dtype not in (torch.float32, torch.bfloat16) or \
-            not torch.backends.mkldnn.is_available() or region.dim() != 4:
+            not torch.backends.mkldnn.is_available() or region.dim() != 4 or \
+            region.dtype in _FUSION_FAILED:
         return None
     try:
         return torch.ops.mkldnn._convolution_pointwise(
             region, weight, bias, list(padding), list(stride), list(dilation), groups,
             activation[0], activation[1], "")
-    except (RuntimeError, AttributeError):
+    except (RuntimeError, AttributeError, NotImplementedError):
+        _FUSION_FAILED.add(region.dtype)
         return None
+
+
+#: dtypes for which the fused primitive has failed: from then on their convolutions run
+#: unfused (a failure is not retried on every convolution of every batch)
+_FUSION_FAILED: set[torch.dtype] = set()
 
 
 def _fast(t: torch.Tensor) -> torch.Tensor:
