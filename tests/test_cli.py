@@ -158,7 +158,9 @@ def test_occlusion_mode_from_the_command_line(setup):
         assert ("quick preview" in html) == (mode == "approximate")
         if mode == "approximate":
             err = entry["approximation"]["relative_error"]
-            assert f"up to {err:.0%} of the largest drop" in html
+            size = (f"up to {err:.0%}" if err >= 0.1 else f"up to {err:.1%}"
+                    if err >= 0.001 else "less than 0.1%")
+            assert f"off by {size} of their largest drop" in html
     # probabilities of an untrained net barely move: compare in absolute terms
     np.testing.assert_allclose(maps["incremental"], maps["exact"], rtol=0, atol=1e-6)
     result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card),

@@ -228,13 +228,24 @@ def _notes(name: str, expl: Explanation, b: int, t: int) -> list[str]:
         notes.append("computed at " + "x".join(map(str, expl.native_shape)) + ", then enlarged")
     approx = expl.extras.get("approximation")
     if isinstance(approx, dict):
-        err = approx.get("relative_error")
-        checked = (f"; on {approx['check_windows']} windows also run exactly it was off by "
-                   f"up to {err:.0%} of the largest drop" if err is not None and
-                   err == err else "; its error was not measured (check_windows=0)")
         notes.append(f"quick preview: {approx['run']} of {approx['windows']} window "
-                     f"positions were run, the others estimated{checked}")
+                     f"positions were run, the others estimated; {_checked(approx)}")
     return notes
+
+
+def _checked(approx: dict) -> str:
+    """What the approximate mode's own check found, in words."""
+    k = approx.get("check_windows", 0)
+    err = approx.get("relative_error")
+    if not k:
+        return "its error was not measured (check_windows=0)"
+    if err is None:
+        return f"the {k} windows also run exactly did not move the score, so its error " \
+               f"could not be measured against them"
+    size = (f"up to {err:.0%}" if err >= 0.1 else f"up to {err:.1%}" if err >= 0.001
+            else "less than 0.1%")
+    return f"on {k} windows also run exactly (a sample, not a bound) it was off by " \
+           f"{size} of their largest drop"
 
 
 def _tables(name: str, expl: Explanation, b: int) -> list[Table]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -214,7 +215,7 @@ def test_drill_down_interpolates_between_the_windows_it_runs():
                                rtol=0, atol=1e-12)
     report = approx.extras["approximation"]
     assert report["run"] == len(rows) * len(cols) + k
-    assert approx.cost.forward == 2 + report["run"]  # a clean pass for each precision
+    assert approx.cost.forward == 1 + report["run"]  # one clean pass (one precision)
 
 
 def test_approximate_mode_measures_its_error():
@@ -231,7 +232,7 @@ def test_approximate_mode_measures_its_error():
     true_err = float((approx.extras["grid"] - exact.extras["grid"]).abs().max())
     assert true_err > 1e-6  # interpolation really differs
     assert report["max_abs_error"] == pytest.approx(true_err, abs=1e-12)
-    assert approx.cost.forward == 2 + report["run"] + n
+    assert approx.cost.forward == 1 + report["run"] + n
 
 
 def test_bfloat16_runs_on_a_copy_and_stays_close(resnet20):
@@ -271,17 +272,63 @@ def test_low_precision_copy_follows_weight_changes(resnet20):
     assert not torch.allclose(changed, first)
 
 
-def test_low_precision_copy_has_no_hooks(resnet20):
-    """Hooks on the user's model keep counting the model's own passes; the converted copy
-    runs without them (a copied hook would count into a frozen copy of its state)."""
+class Counter:
+    """A stateful hook (as a benchmark's meter or a user's logger would be)."""
+
+    def __init__(self) -> None:
+        self.dtypes: list[torch.dtype] = []
+
+    def hook(self, _module, inputs):
+        self.dtypes.append(inputs[0].dtype)
+
+
+def test_low_precision_copy_shares_the_models_hooks(resnet20):
+    """The converted copy runs the model's own hooks, the same objects (a deep copy would
+    count into a frozen copy of the hook's state), and the model keeps just its one."""
     clf = copy.copy(resnet20)
     clf.module = copy.deepcopy(resnet20.module)  # no converted copy cached for it yet
-    calls = []
-    clf.module.register_forward_pre_hook(lambda m, i: calls.append(1))
+    counter = Counter()
+    clf.module.register_forward_pre_hook(counter.hook)
     Occlusion(mode="approximate", precision="bfloat16", window=16, stride=16,
               check_windows=0).explain(clf, torch.randn(1, 3, 32, 32), Targets(0))
-    assert len(calls) == 1  # the float32 clean pass; the bfloat16 passes ran on the copy
+    assert torch.float32 in counter.dtypes and torch.bfloat16 in counter.dtypes
     assert len(clf.module._forward_pre_hooks) == 1
+
+
+class ScaledInput(nn.Module):
+    """A plain tensor attribute: ``.to(bfloat16)`` does not convert it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.full((1, 2, 1, 1), 2.0)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.conv(x * self.scale).mean(dim=(2, 3)))
+
+
+def test_models_that_cannot_run_in_bfloat16_run_in_their_own_dtype():
+    from torch.nn.utils import prune
+
+    torch.manual_seed(8)
+    x = torch.randn(1, 2, 8, 8)
+    kw = {"window": 3, "stride": 2, "score": "logit", "coarse": 1}
+    model = ScaledInput().eval()
+    clf = mindlens.Classifier(model, (8, 8), channels=2)
+    with pytest.warns(UserWarning, match="cannot run in bfloat16"):
+        e = Occlusion(mode="approximate", precision="bfloat16", **kw).explain(
+            clf, x, Targets(0))
+    assert e.extras["approximation"]["precision"] == "float32"
+    exact = Occlusion(**kw).explain(clf, x, Targets(0))
+    torch.testing.assert_close(e.maps, exact.maps, rtol=0, atol=1e-6)
+    # a pruned model computes its weight in a hook: that runs in the copy too
+    pruned = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(3 * 64, 2)).eval()
+    prune.l1_unstructured(pruned[0], "weight", amount=0.5)
+    clf = mindlens.Classifier(pruned, (8, 8), channels=2)
+    e = Occlusion(mode="approximate", precision="bfloat16", **kw).explain(clf, x, Targets(0))
+    assert e.extras["approximation"]["precision"] == "bfloat16"
 
 
 class FusedAndInPlace(nn.Module):
@@ -335,3 +382,27 @@ def test_engine_caches_do_not_grow_with_the_number_of_batches():
             model(occluded_batch(engine, x, base, starts[k : k + 2], (3, 3)))
     on_tape = {id(t) for _, t in engine.tape}
     assert engine.rows and {id(c) for c, _ in engine.rows.values()} <= on_tape
+
+
+@pytest.mark.parametrize("case", ["two images, top-2", "callable target", "truncate",
+                                  "stride > window", "3-D"])
+def test_approximate_mode_with_every_window_refined_is_exact(case):
+    """With refine=1 every skipped window runs too: whatever the images, targets, borders
+    and axes, the approximate mode then returns the exact map (float64 model)."""
+    torch.manual_seed(9)
+    dims = 3 if case == "3-D" else 2
+    clf = mindlens.Classifier(Zoo(dims).double().eval(), (7, 8) if dims == 3 else (10, 9),
+                              channels=2)
+    x = torch.randn(2 if case == "two images, top-2" else 1, 2,
+                    *((6, 7, 8) if dims == 3 else (10, 9)), dtype=torch.float64)
+    kw = {"window": 2, "stride": 3 if case == "stride > window" else 2, "score": "logit",
+          "border": "truncate" if case == "truncate" else "cover"}
+    target = (Targets(lambda logits: logits[:, 0] - logits[:, 1]) if case == "callable target"
+              else Targets(top_k=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stride > window: uncovered pixels are NaN
+        exact = Occlusion(**kw).explain(clf, x, target)
+        approx = Occlusion(mode="approximate", coarse=3, refine=1.0, **kw).explain(
+            clf, x, target)
+    assert torch.equal(approx.targets, exact.targets)
+    torch.testing.assert_close(approx.maps, exact.maps, rtol=0, atol=1e-12, equal_nan=True)

@@ -26,14 +26,17 @@ def coarse_indices(n: int, step: int) -> list[int]:
     return idx
 
 
-def interpolation_matrix(n: int, known: Sequence[int], like: torch.Tensor) -> torch.Tensor:
-    """``[n, len(known)]``: row ``i`` holds the linear-interpolation weights of index ``i``
-    between the two known indices around it (a known index gets weight 1 on itself)."""
+def interpolation_matrix(coords: Sequence[float], known: Sequence[int], like: torch.Tensor
+                         ) -> torch.Tensor:
+    """``[len(coords), len(known)]``: row ``i`` holds the weights of position ``i`` for
+    linear interpolation, in ``coords`` (window starts: the last one may sit closer),
+    between the two known positions around it (a known one gets weight 1 on itself)."""
+    n = len(coords)
     m = torch.zeros((n, len(known)), dtype=like.dtype, device=like.device)
     for j in range(len(known) - 1):
         a, b = known[j], known[j + 1]
         for i in range(a, b + 1):
-            t = (i - a) / (b - a)
+            t = (coords[i] - coords[a]) / (coords[b] - coords[a])
             m[i, j] = 1 - t
             m[i, j + 1] = t
     if len(known) == 1:

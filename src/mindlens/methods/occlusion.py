@@ -11,11 +11,9 @@ outputs.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import warnings
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,11 +39,12 @@ from .perturbation import (
     resolve_baseline,
     score_drops,
 )
+from .precision import CHOICES as PRECISIONS
+from .precision import at_precision, choose
 
 BORDERS = ("cover", "truncate")
 AGGREGATIONS = ("mean", "sum", "max")
 MODES = ("exact", "incremental", "approximate")
-PRECISIONS = ("auto", "float32", "bfloat16")
 #: copies per pass in the incremental modes for a 3 x 224 x 224 input (fewer for larger
 #: inputs, at least 8): large batches amortise the per-operation overhead of the patch
 #: bookkeeping and keep both cores busy in the layers where every copy is a whole map
@@ -166,7 +165,8 @@ class Occlusion(Method):
     relative to the largest exact drop among them.
 
     Cost: ``N + 1`` model evaluations per image, ``N`` = number of window positions (in
-    the approximate mode, the windows run plus the check windows plus two clean passes).
+    the approximate mode, the windows run plus the check windows plus one clean pass, two
+    at a lower precision).
     """
 
     name = "occlusion"
@@ -265,8 +265,9 @@ class Occlusion(Method):
         shape = tuple(len(s) for s in starts)
         extras: dict[str, Any] = {}
         if mode == "approximate":
-            d, drops, extras["approximation"], engine = self._drill_down(
-                clf, x, base, targets, positions, window, shape, fill, batch_size)
+            d, extras["approximation"], engine = self._drill_down(
+                clf, x, base, targets, positions, window, shape, fill, batch_size, starts)
+            drops = d.drops
         else:
             build, engine = None, None
             if mode == "incremental":
@@ -299,13 +300,15 @@ class Occlusion(Method):
     def _drill_down(self, clf: Classifier, x: torch.Tensor, base: torch.Tensor,
                     targets: Targets, positions: Sequence[tuple[int, ...]],
                     window: Sequence[int], shape: Sequence[int], fill: Fill,
-                    batch_size: int) -> tuple[Drops, torch.Tensor, dict[str, Any], Engine]:
+                    batch_size: int, starts: Sequence[Sequence[int]]
+                    ) -> tuple[Drops, dict[str, Any], Engine]:
         """The approximate mode. First ``check_windows`` evenly spaced windows run
         exactly (float32, incremental: the exact map's values); that pass also gives the
         clean scores and fixes the target classes. Then the drill-down (coarse pass,
-        interpolation, refinement) runs incrementally at the chosen precision, and the
-        check windows measure its error. The returned :class:`Drops` holds the exact clean
-        scores and the total cost."""
+        interpolation in window position, refinement) runs incrementally at the chosen
+        precision, and the check windows measure its error. The returned :class:`Drops`
+        holds the exact clean scores and the total cost (one clean pass, and one more at a
+        lower precision)."""
         p = self.params
         n = len(positions)
         sample = (torch.linspace(0, n - 1, min(p["check_windows"], n)).round().long()
@@ -316,16 +319,17 @@ class Occlusion(Method):
                             build_check)
         classes = Targets(exact.classes) if targets.score_fn is None else targets
 
-        precision = _precision(p["precision"], clf)
-        run_clf, run_x, run_base = _at_precision(clf, x, base, precision)
+        run_clf, run_x, run_base, dtype = at_precision(clf, x, base,
+                                                       choose(p["precision"], clf))
         build, engine = _incremental(run_x, run_base, positions, window, p["tau"])
         items, per_axis = drilldown.coarse_items(shape, p["coarse"])
         fill_coarse, build_coarse = _subset(fill, build, [items] * x.shape[0])
         first = score_drops(run_clf, run_x, classes, p["score"], len(items), fill_coarse,
-                            batch_size, build_coarse)
+                            batch_size, build_coarse,
+                            logits=exact.logits if run_clf is clf else None)
         coarse = first.drops.reshape(*first.drops.shape[:2], *(len(a) for a in per_axis))
-        mats = [drilldown.interpolation_matrix(m, a, coarse) for m, a in
-                zip(shape, per_axis, strict=True)]
+        mats = [drilldown.interpolation_matrix(axis_starts, a, coarse) for axis_starts, a in
+                zip(starts, per_axis, strict=True)]
         drops = drilldown.interpolate(coarse, mats).flatten(2).clone()
         drops[:, :, items] = first.drops
         more = drilldown.refinement(drops.reshape(*drops.shape[:2], *shape), items,
@@ -334,22 +338,23 @@ class Occlusion(Method):
         if any(more):
             fill_more, build_more = _subset(fill, build, more)
             second = score_drops(run_clf, run_x, classes, p["score"], [len(m) for m in more],
-                                 fill_more, batch_size, build_more)
+                                 fill_more, batch_size, build_more, logits=first.logits)
             for i, chosen in enumerate(more):
                 drops[i, :, chosen] = second.drops[i, :, : len(chosen)]
-            forwards, calls = forwards + second.forwards - 1, calls + second.calls - 1
+            forwards, calls = forwards + second.forwards, calls + second.calls
         run = len(items) + len(more[0])
         info: dict[str, Any] = {
-            "precision": str(precision).replace("torch.", ""), "coarse": p["coarse"],
+            "precision": str(dtype).replace("torch.", ""), "coarse": p["coarse"],
             "refine": p["refine"], "tau": p["tau"], "windows": n, "run": run,
             "interpolated": n - run, "check_windows": len(sample)}
         if sample:
             err = float((drops[:, :, sample] - exact.drops).abs().max())
             scale = float(exact.drops.abs().max())
             info.update({"max_abs_error": err, "max_abs_exact_drop": scale,
-                         "relative_error": err / scale if scale > 0 else float("nan")})
-        total = Drops(drops, exact.logits, exact.classes, exact.clean, forwards, calls)
-        return total, drops, info, engine
+                         # None (not NaN) when no checked window moved the score at all
+                         "relative_error": err / scale if scale > 0 else None})
+        return Drops(drops, exact.logits, exact.classes, exact.clean, forwards, calls), \
+            info, engine
 
 
 def _subset(fill: Fill, build: Build, chosen: Sequence[Sequence[int]]
@@ -381,69 +386,6 @@ def _incremental(x: torch.Tensor, base: torch.Tensor, positions: Sequence[tuple[
         return occluded_batch(engine, x[image : image + 1], base[image : image + 1],
                               chosen, window)
     return build, engine
-
-
-def _precision(choice: str, clf: Classifier) -> torch.dtype:
-    """``"auto"``: bfloat16 for a float32 model where the device computes it natively
-    (oneDNN with AVX-512 BF16/AMX on a CPU, or a GPU), else the model's own dtype."""
-    if choice == "float32":
-        return torch.float32
-    if choice == "bfloat16":
-        return torch.bfloat16
-    native = (clf.device.type != "cpu" or
-              bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
-    return torch.bfloat16 if clf.dtype == torch.float32 and native else clf.dtype
-
-
-class _Cast(torch.nn.Module):
-    """A lower-precision copy of a model that returns float32 logits. The copy has no
-    hooks: hooks registered on the model (instrumentation, counters) keep their state in
-    the original and would run on a frozen copy of it."""
-
-    def __init__(self, module: torch.nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        memo: dict[int, Any] = {}
-        for m in module.modules():
-            for name, value in vars(m).items():
-                if "hooks" in name and isinstance(value, dict):
-                    memo[id(value)] = type(value)()
-        self.inner = copy.deepcopy(module, memo).to(dtype).eval()
-
-    def forward(self, x: Any) -> Any:
-        out = self.inner(x)
-        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-            out = out[0]
-        return out.float() if isinstance(out, torch.Tensor) else out
-
-
-#: converted copies per model and dtype, with the parameter state they were made from
-_TWINS: weakref.WeakKeyDictionary[torch.nn.Module, dict[torch.dtype, tuple[Any, _Cast]]] = \
-    weakref.WeakKeyDictionary()
-
-
-def _at_precision(clf: Classifier, x: torch.Tensor, base: torch.Tensor, dtype: torch.dtype
-                  ) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
-    """The classifier, input and baseline in ``dtype`` (the user's model is not touched:
-    a lower precision runs on a converted copy, kept while the model's parameters and
-    buffers stay as they were: same tensors, same sums, so ``.data`` writes count too)."""
-    if dtype == clf.dtype:
-        return clf, x, base
-    tensors = list(itertools.chain(clf.module.parameters(), clf.module.buffers()))
-    with torch.no_grad():
-        sums = torch.stack([t.detach().double().sum() for t in tensors]) if tensors else None
-    state = (tuple(id(t) for t in tensors), sums)
-    cached = _TWINS.setdefault(clf.module, {}).get(dtype)
-    if cached is None or cached[0][0] != state[0] or not _same(cached[0][1], sums):
-        cached = (state, _Cast(clf.module, dtype))
-        _TWINS[clf.module][dtype] = cached
-    twin = copy.copy(clf)
-    twin.module = cached[1]
-    return twin, x.to(dtype), base.to(dtype)
-
-
-def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and
-                                         torch.equal(a, b))
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

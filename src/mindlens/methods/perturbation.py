@@ -173,7 +173,7 @@ class Drops:
 
 def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
                 n_items: int | Sequence[int], fill: Fill, batch_size: int,
-                build: Build | None = None) -> Drops:
+                build: Build | None = None, logits: torch.Tensor | None = None) -> Drops:
     """Run ``n_items`` perturbed copies of every image (one count for all, or one per
     image) through the model, ``batch_size`` copies per forward pass, under
     ``torch.inference_mode`` in eval mode.
@@ -182,19 +182,22 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
     of an image come from the same passes. The result does not depend on the chunking.
     With counts per image, ``drops`` is NaN past each image's own count. ``build(image,
     items)``, if given, makes the perturbed batch itself (e.g. incremental inference).
+    ``logits``, if given, are the clean logits of an earlier call on the same model and
+    input: the clean pass is not run again (and not counted).
     """
     counts = [n_items] * x.shape[0] if isinstance(n_items, int) else list(n_items)
     b = x.shape[0]
     with clf.patched(), torch.inference_mode():
         layout = [_batch_layout(x)]
-        # the clean pass in the perturbed batches' layout: the same kernels round alike
-        logits = _forward(clf, x.contiguous(memory_format=layout[0]), layout)
+        clean_passes = calls = 0 if logits is not None else 1
+        if logits is None:
+            # the clean pass in the perturbed batches' layout: the same kernels round alike
+            logits = _forward(clf, x.contiguous(memory_format=layout[0]), layout)
         classes = targets.resolve(logits)
         clean = class_scores(logits, classes, kind, targets)
         n_t = classes.shape[1]
         drops = torch.full((b, n_t, max(counts, default=0)), math.nan, dtype=clean.dtype,
                            device=clean.device)
-        calls = 1
         for i, count in enumerate(counts):
             # chunks of (nearly) equal size: as many passes as batch_size needs, but no
             # small last pass that costs a whole pass's overhead for a few copies
@@ -214,7 +217,7 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
                     clean[i : i + 1] - class_scores(out, cls, kind, targets)).T
     # leave inference mode: callers may use the results with autograd later
     return Drops(drops.clone(), logits.clone(), classes.clone(), clean.clone(),
-                 max(counts, default=0) + 1, calls)
+                 max(counts, default=0) + clean_passes, calls)
 
 
 def _batch_layout(x: torch.Tensor) -> torch.memory_format:
