@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .perturbation import batch_layout
+
 _UNARY_NAMES = {
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "sigmoid", "tanh", "silu", "gelu",
     "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "hardswish", "hardsigmoid",
@@ -367,13 +369,6 @@ def _clean_rows(engine: Engine | None, clean: torch.Tensor, pad_lo: list[int],
     return rows
 
 
-def _layout(ndim: int, device: torch.device) -> torch.memory_format:
-    """Channels-last on CPU (the layout the convolutions run fastest in, oneDNN)."""
-    if device.type != "cpu" or ndim not in (4, 5):
-        return torch.contiguous_format
-    return torch.channels_last if ndim == 4 else torch.channels_last_3d
-
-
 def _materialize(values: Any) -> list[Any]:
     out = []
     for v in values:
@@ -396,7 +391,7 @@ def occluded_batch(engine: Engine, x: torch.Tensor, base: torch.Tensor,
     oneDNN rounds differently there, and that noise differs from window to window). The
     converted input is the first entry of the engine's tape, so that every batch of one
     image uses the same tensor (the engine's caches are keyed on it)."""
-    x = engine.clean("input", lambda: x.contiguous(memory_format=_layout(x.dim(), x.device)))
+    x = engine.clean("input", lambda: x.contiguous(memory_format=batch_layout(x)))
     spatial = x.shape[2:]
     lo = np.array(starts, dtype=np.int64).reshape(len(starts), len(spatial))
     hi = np.minimum(lo + np.array(window), np.array(spatial))

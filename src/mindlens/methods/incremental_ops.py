@@ -17,15 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .incremental import PatchTensor, _layout, _name
+from .incremental import PatchTensor, _name
+from .perturbation import batch_layout
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _MAX_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
              "return_indices")
-#: a patch box that spans at least this share of an axis is widened to the whole axis
-EXPAND = 0.6
 _AVG_ARGS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
              "divisor_override")
+#: a patch box that spans at least this share of an axis is widened to the whole axis
+EXPAND = 0.6
+
 
 @functools.lru_cache(maxsize=256)
 def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
@@ -283,7 +285,7 @@ _FUSION_FAILED: set[torch.dtype] = set()
 def _fast(t: torch.Tensor) -> torch.Tensor:
     """Channels-last layout on CPU: depthwise and 1x1 convolutions of small batches run
     several times faster that way (oneDNN)."""
-    return t.contiguous(memory_format=_layout(t.dim(), t.device))
+    return t.contiguous(memory_format=batch_layout(t))
 
 
 def _cap(tau: float | None, lo: np.ndarray, hi: np.ndarray, size: Sequence[int]

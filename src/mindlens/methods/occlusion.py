@@ -267,15 +267,13 @@ class Occlusion(Method):
         if mode == "approximate":
             d, extras["approximation"], engine = self._drill_down(
                 clf, x, base, targets, positions, window, shape, fill, batch_size, starts)
-            drops = d.drops
         else:
             build, engine = None, None
             if mode == "incremental":
                 build, engine = _incremental(x, base, positions, window, None)
             d = score_drops(clf, x, targets, p["score"], len(positions), fill, batch_size,
                             build)
-            drops = d.drops
-        grid = drops.reshape(*drops.shape[:2], *shape)
+        grid = d.drops.reshape(*d.drops.shape[:2], *shape)
         if p["positive_only"]:
             grid = grid.clamp_min(0)
         ind = [indicator(s, w, st, grid) for s, w, st in zip(spatial, window, starts,
