@@ -76,13 +76,12 @@ class Engine:
         self.tape: list[tuple[str, torch.Tensor]] = []
         self.pos = 0
         self.fallbacks: dict[str, int] = {}
-        self.rows: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: per clean activation and padding: (activation, rows buffer, clean rows)
+        self.rows: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     def reset(self) -> None:
         self.tape = []
         self.rows = {}
-        self.buffers = {}
         self.pos = 0
 
     def clean(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -298,13 +297,15 @@ def _assemble(engine: Engine | None, clean: torch.Tensor, patch: torch.Tensor | 
     covers it, from the clean activation elsewhere, and ``fill`` outside the tensor.
 
     The clean activation (padded with ``fill`` as far as any box reaches) and the patches
-    are flattened to rows of ``C`` values, positions last; each output position picks one
-    row. ``engine`` caches the padded clean rows per activation and padding."""
+    are rows of ``C`` values in one buffer (:func:`_rows`); each output position picks
+    one row."""
     d, n = len(size), r0.shape[0]
     spatial = clean.shape[2:]
     pad_lo = [max(0, -int(r0[:, a].min())) for a in range(d)]
     pad_hi = [max(0, int((r0[:, a] + size[a]).max()) - spatial[a]) for a in range(d)]
-    rows = _clean_rows(engine, clean, pad_lo, pad_hi, fill)
+    prows = None if patch is None else patch.movedim(1, -1).reshape(-1, clean.shape[1])
+    rows, n_clean = _rows(engine, clean, pad_lo, pad_hi, fill,
+                          0 if prows is None else prows.shape[0])
     padded = [s + lo + hi for s, lo, hi in zip(spatial, pad_lo, pad_hi, strict=True)]
     # per axis: the coordinate of every box position, [n, size_a]
     coords = [r0[:, a, None] + np.arange(size[a]) for a in range(d)]
@@ -314,7 +315,7 @@ def _assemble(engine: Engine | None, clean: torch.Tensor, patch: torch.Tensor | 
         shape[1 + a] = size[a]
         stride = int(np.prod(padded[a + 1 :], dtype=np.int64))
         index += ((coords[a] + pad_lo[a]) * stride).reshape(shape)
-    if patch is not None and start is not None:
+    if prows is not None and patch is not None and start is not None:
         psize = patch.shape[2:]
         inside = np.ones((n, *size), dtype=bool)
         pindex = (np.arange(n) * int(np.prod(psize))).reshape([n] + [1] * d)
@@ -325,38 +326,23 @@ def _assemble(engine: Engine | None, clean: torch.Tensor, patch: torch.Tensor | 
             inside &= ((rel >= 0) & (rel < psize[a])).reshape(shape)
             pindex = pindex + (np.clip(rel, 0, psize[a] - 1) *
                                int(np.prod(psize[a + 1 :], dtype=np.int64))).reshape(shape)
-        index = np.where(inside, rows.shape[0] + pindex, index)
-        rows = _with_patch(engine, rows, patch)
+        index = np.where(inside, n_clean + pindex, index)
+        rows[n_clean : n_clean + prows.shape[0]] = prows
     out = torch.index_select(rows, 0, torch.from_numpy(index.reshape(-1)).to(clean.device))
     return out.view(n, *size, clean.shape[1]).movedim(-1, 1)
 
 
-def _with_patch(engine: Engine | None, rows: torch.Tensor, patch: torch.Tensor
-                ) -> torch.Tensor:
-    """The clean rows followed by the patch rows, in one buffer that keeps the clean part
-    between calls (only the patch is copied)."""
-    prows = patch.movedim(1, -1).reshape(-1, rows.shape[1])
-    if engine is None:
-        return torch.cat([rows, prows])
-    key = id(rows)
-    buf = engine.buffers.get(key)
-    if buf is None or buf[1].shape[0] < rows.shape[0] + prows.shape[0]:
-        grown = torch.empty((rows.shape[0] + prows.shape[0], rows.shape[1]), dtype=rows.dtype,
-                            device=rows.device)
-        grown[: rows.shape[0]] = rows
-        buf = (rows, grown)
-        engine.buffers[key] = buf
-    out = buf[1][: rows.shape[0] + prows.shape[0]]
-    out[rows.shape[0] :] = prows
-    return out
-
-
-def _clean_rows(engine: Engine | None, clean: torch.Tensor, pad_lo: list[int],
-                pad_hi: list[int], fill: float) -> torch.Tensor:
-    """``clean`` ``[1, C, *S]`` padded with ``fill`` -> rows ``[positions, C]``."""
+def _rows(engine: Engine | None, clean: torch.Tensor, pad_lo: list[int], pad_hi: list[int],
+          fill: float, room: int) -> tuple[torch.Tensor, int]:
+    """``clean`` ``[1, C, *S]`` padded with ``fill`` as rows ``[positions, C]``, followed
+    by ``room`` free rows for the patches; and the number of clean rows. The engine keeps
+    the buffer per activation and padding (holding ``clean`` keeps its id unique), so a
+    call only writes its patch rows."""
     key = (id(clean), tuple(pad_lo), tuple(pad_hi), fill)
     if engine is not None and key in engine.rows:
-        return engine.rows[key][1]
+        _, buf, n_clean = engine.rows[key]
+        if buf.shape[0] >= n_clean + room:
+            return buf, n_clean
     src = clean[0]
     if any(pad_lo) or any(pad_hi):
         pads: list[int] = []
@@ -364,9 +350,15 @@ def _clean_rows(engine: Engine | None, clean: torch.Tensor, pad_lo: list[int],
             pads += [lo, hi]
         src = F.pad(src, pads, value=fill)
     rows = src.movedim(0, -1).reshape(-1, clean.shape[1])
+    n_clean = rows.shape[0]
+    if room:
+        buf = torch.empty((n_clean + room, rows.shape[1]), dtype=rows.dtype,
+                          device=rows.device)
+        buf[:n_clean] = rows
+        rows = buf
     if engine is not None:
-        engine.rows[key] = (clean, rows)  # holding ``clean`` keeps its id unique
-    return rows
+        engine.rows[key] = (clean, rows, n_clean)
+    return rows, n_clean
 
 
 def _materialize(values: Any) -> list[Any]:
