@@ -94,8 +94,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from mindlens.methods.area_occlusion import AreaOcclusion, segment
-    from mindlens.methods.occlusion import Occlusion
+    from mindlens.methods.perturbation.area_occlusion import AreaOcclusion, segment
+    from mindlens.methods.perturbation.occlusion import Occlusion
     from mindlens.targets import Targets
 
     assets = Path(args.assets)

@@ -13,7 +13,7 @@ from torch import nn
 
 import mindlens
 from mindlens.errors import ModelError, NotApplicableError
-from mindlens.methods.occlusion import Occlusion
+from mindlens.methods.perturbation.occlusion import Occlusion
 from mindlens.targets import Targets
 
 

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import methods
 from .errors import InputError, MindlensError, NotApplicableError
-from .methods.occlusion import MODES as OCCLUSION_MODES
+from .methods.perturbation.occlusion import MODES as OCCLUSION_MODES
 from .render.panel import panel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -109,7 +109,7 @@ def explain_cmd(
     volumes)."""
     from . import sensitivity
     from .api import explain
-    from .methods.occlusion import baseline_sensitivity
+    from .methods.perturbation.occlusion import baseline_sensitivity
     from .model_card import load_model
     from .report import Report
 

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..model import Classifier
-from ..targets import Targets
+from ...errors import InputError
+from ...model import Classifier
+from ...targets import Targets
 
 SCORES = ("prob", "logit", "log_prob")
 BASELINE_NAMES = ("zero", "mean", "blur")

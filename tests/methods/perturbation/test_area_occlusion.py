@@ -9,11 +9,11 @@ from PIL import Image
 
 import mindlens
 from mindlens.errors import InputError
-from mindlens.methods.area_occlusion import AreaOcclusion, segment
-from mindlens.methods.occlusion import Occlusion
+from mindlens.methods.perturbation.area_occlusion import AreaOcclusion, segment
+from mindlens.methods.perturbation.occlusion import Occlusion
 from mindlens.targets import Targets
 
-from ..conftest import assert_untouched, fingerprint
+from ...conftest import assert_untouched, fingerprint
 from .test_occlusion import tiny_cnn
 
 

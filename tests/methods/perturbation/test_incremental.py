@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import mindlens
-from mindlens.methods.occlusion import Occlusion
+from mindlens.methods.perturbation.occlusion import Occlusion
 from mindlens.targets import Targets
 
-from ..conftest import assert_untouched, asset_images, fingerprint
+from ...conftest import assert_untouched, asset_images, fingerprint
 
 
 class Zoo(nn.Module):
@@ -368,7 +368,7 @@ def test_fusion_in_place_methods_and_view_match_exact():
 def test_engine_caches_do_not_grow_with_the_number_of_batches():
     """The engine caches rows only of the image's clean activations on its tape (every
     batch used to add a new copy of the input's rows: memory grew with the batches)."""
-    from mindlens.methods.incremental import Engine, occluded_batch
+    from mindlens.methods.perturbation.incremental import Engine, occluded_batch
 
     torch.manual_seed(7)
     model = FusedAndInPlace().eval()

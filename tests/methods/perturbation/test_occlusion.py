@@ -11,10 +11,10 @@ from torch import nn
 
 import mindlens
 from mindlens.errors import InputError
-from mindlens.methods.occlusion import Occlusion, baseline_sensitivity, window_starts
+from mindlens.methods.perturbation.occlusion import Occlusion, baseline_sensitivity, window_starts
 from mindlens.targets import Targets
 
-from ..conftest import assert_untouched, fingerprint
+from ...conftest import assert_untouched, fingerprint
 
 
 def tiny_cnn(channels: int = 2, classes: int = 4, dims: int = 2) -> nn.Module:

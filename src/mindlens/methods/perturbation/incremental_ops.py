@@ -1,4 +1,4 @@
-"""The operations :class:`~mindlens.methods.incremental.PatchTensor` recomputes on
+"""The operations :class:`~mindlens.methods.perturbation.incremental.PatchTensor` recomputes on
 patches only (Krypton-style incremental inference): element-wise functions, convolutions
 and pooling, strided slicing, padding, and element-wise operations of two patched tensors.
 Each handler returns ``NotImplemented`` when it cannot keep the result exact; the caller
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .incremental import PatchTensor, _name
-from .perturbation import batch_layout
+from .scoring import batch_layout
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _MAX_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",

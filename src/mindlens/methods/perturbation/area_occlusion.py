@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..explanation import Cost, Explanation
-from ..model import Classifier
-from ..targets import Targets, probabilities
-from .base import Method, Needs, register
-from .perturbation import (
+from ...errors import InputError
+from ...explanation import Cost, Explanation
+from ...model import Classifier
+from ...targets import Targets, probabilities
+from ..base import Method, Needs, register
+from .scoring import (
     auto_batch_size,
     baseline_param,
     check_baseline,

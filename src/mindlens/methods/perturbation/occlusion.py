@@ -19,14 +19,16 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
-from ..explanation import Cost, Explanation
-from ..model import Classifier
-from ..targets import Targets, probabilities
+from ...errors import InputError
+from ...explanation import Cost, Explanation
+from ...model import Classifier
+from ...targets import Targets, probabilities
+from ..base import Method, Needs, register
+from ..precision import CHOICES as PRECISIONS
+from ..precision import at_precision, choose
 from . import drilldown
-from .base import Method, Needs, register
 from .incremental import Engine, PatchTensor, occluded_batch
-from .perturbation import (
+from .scoring import (
     Build,
     Drops,
     Fill,
@@ -39,8 +41,6 @@ from .perturbation import (
     resolve_baseline,
     score_drops,
 )
-from .precision import CHOICES as PRECISIONS
-from .precision import at_precision, choose
 
 BORDERS = ("cover", "truncate")
 AGGREGATIONS = ("mean", "sum", "max")
@@ -147,7 +147,7 @@ class Occlusion(Method):
     ``blur_sigma`` (pixels, for ``baseline="blur"``; default half the window), ``mode``:
     ``"exact"`` (every occluded copy through the whole model), ``"incremental"`` (the same
     map, recomputing each layer only where the window can change it, Krypton-style: see
-    :mod:`mindlens.methods.incremental`), ``"approximate"`` (faster, not exact; see
+    :mod:`mindlens.methods.perturbation.incremental`), ``"approximate"`` (faster, not exact; see
     below).
 
     The approximate mode combines Krypton's adaptive drill-down (:mod:`.drilldown`) with

@@ -1,0 +1,35 @@
+"""The perturbation family: methods that change the input and watch the class score,
+using nothing but the model's outputs (so they also run on black boxes and TorchScript).
+
+- :mod:`.occlusion`: sliding-window occlusion (Zeiler & Fergus 2014), its modes and
+  :func:`~.occlusion.baseline_sensitivity`;
+- :mod:`.area_occlusion`: occlusion of whole regions (Rieke et al. 2018);
+- :mod:`.scoring`: what they share (the watched score, the occluding value, the
+  memory-bounded loop that records the score drops);
+- :mod:`.incremental` and :mod:`.incremental_ops`: Krypton-style incremental inference
+  (only the part of each layer a window can change is recomputed);
+- :mod:`.drilldown`: Krypton's adaptive drill-down for the approximate mode.
+
+Lower precision (bfloat16 copies of a model) is not specific to this family and lives in
+:mod:`mindlens.methods.precision`.
+"""
+
+from .area_occlusion import AreaOcclusion
+from .occlusion import Occlusion, baseline_sensitivity
+from .scoring import (
+    Drops,
+    auto_batch_size,
+    baseline_param,
+    check_baseline,
+    check_batch_size,
+    check_image_or_volume,
+    check_score,
+    resolve_baseline,
+    score_drops,
+)
+
+__all__ = [
+    "AreaOcclusion", "Drops", "Occlusion", "auto_batch_size", "baseline_param",
+    "baseline_sensitivity", "check_baseline", "check_batch_size", "check_image_or_volume",
+    "check_score", "resolve_baseline", "score_drops",
+]
