@@ -368,14 +368,14 @@ def test_fusion_in_place_methods_and_view_match_exact():
 def test_engine_caches_do_not_grow_with_the_number_of_batches():
     """The engine caches rows only of the image's clean activations on its tape (every
     batch used to add a new copy of the input's rows: memory grew with the batches)."""
-    from mindlens.methods.perturbation.incremental import Engine, occluded_batch
+    from mindlens.methods.perturbation.incremental import new_engine, occluded_batch
 
     torch.manual_seed(7)
     model = FusedAndInPlace().eval()
     x = torch.randn(1, 2, 8, 8)
     base = torch.zeros_like(x)
     starts = [(i, j) for i in range(0, 6, 2) for j in range(0, 6, 2)]
-    engine = Engine()
+    engine = new_engine()
     with torch.inference_mode():
         for k in range(0, len(starts), 2):
             engine.pos = 0

@@ -14,6 +14,8 @@ Lower precision (bfloat16 copies of a model) is not specific to this family and 
 :mod:`mindlens.methods.precision`.
 """
 
+# importing registers the methods, in the order the CLI and reports list them
+from . import occlusion, area_occlusion  # noqa: I001
 from .area_occlusion import AreaOcclusion
 from .occlusion import Occlusion, baseline_sensitivity
 from .scoring import (
@@ -29,7 +31,7 @@ from .scoring import (
 )
 
 __all__ = [
-    "AreaOcclusion", "Drops", "Occlusion", "auto_batch_size", "baseline_param",
+    "AreaOcclusion", "Drops", "Occlusion", "area_occlusion", "auto_batch_size", "baseline_param",
     "baseline_sensitivity", "check_baseline", "check_batch_size", "check_image_or_volume",
-    "check_score", "resolve_baseline", "score_drops",
+    "check_score", "occlusion", "resolve_baseline", "score_drops",
 ]

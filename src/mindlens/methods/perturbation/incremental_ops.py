@@ -1,8 +1,10 @@
-"""The operations :class:`~mindlens.methods.perturbation.incremental.PatchTensor` recomputes on
-patches only (Krypton-style incremental inference): element-wise functions, convolutions
-and pooling, strided slicing, padding, and element-wise operations of two patched tensors.
-Each handler returns ``NotImplemented`` when it cannot keep the result exact; the caller
-then materialises the copies and runs the operation unchanged.
+"""The operations a :class:`~.patched.PatchTensor` recomputes on patches only
+(Krypton-style incremental inference, :mod:`.incremental`): element-wise functions,
+convolutions and pooling, strided slicing, padding, and element-wise operations of two
+patched tensors. Each handler returns ``NotImplemented`` when it cannot keep the result
+exact; the patched tensor then materialises the copies and runs the operation unchanged.
+:data:`HANDLERS` maps operation names to handlers (what an :class:`~.patched.Engine` is
+given).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .incremental import PatchTensor, _name
+from .patched import Handler, PatchTensor
+from .patched import op_name as _name
 from .scoring import batch_layout
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -65,7 +68,15 @@ def _out_of_place(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[st
     return func, tuple(args), kwargs, inplace
 
 
+def _one_patched_first(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """The operation's first argument is the only patched tensor among its arguments."""
+    return bool(args) and isinstance(args[0], PatchTensor) and not any(
+        isinstance(a, PatchTensor) for a in (*args[1:], *kwargs.values()))
+
+
 def unary(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    if not _one_patched_first(args, kwargs):
+        return NotImplemented
     x: PatchTensor = args[0]
     if _name(func) == "batch_norm":
         bound = _bind(func, args, kwargs)
@@ -184,6 +195,8 @@ def _tuple(value: Any, d: int) -> tuple[int, ...]:
 
 
 def windowed(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    if not _one_patched_first(args, kwargs):
+        return NotImplemented
     x: PatchTensor = args[0]
     name = _name(func).lstrip("_")
     d = x.ndim - 2
@@ -302,12 +315,14 @@ def _cap(tau: float | None, lo: np.ndarray, hi: np.ndarray, size: Sequence[int]
     return new_lo, np.where(over, new_lo + cap, hi)
 
 
-def getitem(x: PatchTensor, index: Any) -> Any:
+def getitem(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """``x[index]`` for channel slices and strided spatial slices."""
+    x, index = args
     idx = index if isinstance(index, tuple) else (index,)
     d = x.ndim - 2
     if len(idx) > x.ndim or not all(isinstance(i, slice) for i in idx) or \
             (idx and idx[0] != slice(None)):
-        return x.full()[index]
+        return NotImplemented
     idx = tuple(idx) + (slice(None),) * (x.ndim - len(idx))
     chan = idx[1]
     out = x
@@ -320,7 +335,7 @@ def getitem(x: PatchTensor, index: Any) -> Any:
         n = x.clean.shape[2 + a]
         first, stop, step = sl.indices(n)
         if step < 1:
-            return x.full()[index]
+            return NotImplemented
         out = _strided(out, a, first, stop, step, d)
     return out
 
@@ -351,6 +366,8 @@ def _strided(x: PatchTensor, axis: int, first: int, stop: int, step: int, d: int
 
 
 def pad(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    if not args or not isinstance(args[0], PatchTensor):
+        return NotImplemented
     x: PatchTensor = args[0]
     p = dict(zip(("input", "pad", "mode", "value"), args, strict=False))
     p.update(kwargs)
@@ -375,3 +392,24 @@ def pad(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -
                            x.hi + spatial_lo)
     return PatchTensor(x.engine, clean, patch, x.start + spatial_lo, x.lo + spatial_lo,
                        x.hi + spatial_lo)
+
+
+_UNARY_NAMES = (
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "sigmoid", "tanh", "silu", "gelu",
+    "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "hardswish", "hardsigmoid",
+    "mish", "softplus", "clamp", "clamp_", "clip", "clamp_min", "clamp_max", "batch_norm",
+    "dropout", "neg", "abs", "exp", "square", "sqrt", "prelu",
+)
+_BINARY_NAMES = ("add", "sub", "mul", "div", "maximum", "minimum", "__add__", "__radd__",
+                 "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "add_", "mul_")
+_WINDOWED_NAMES = ("conv1d", "conv2d", "conv3d", "max_pool1d", "max_pool2d", "max_pool3d",
+                   "_max_pool1d", "_max_pool2d", "_max_pool3d", "avg_pool1d", "avg_pool2d",
+                   "avg_pool3d")
+
+#: the handler of each operation name; every other operation runs on the materialised
+#: copies
+HANDLERS: dict[str, Handler] = {
+    **dict.fromkeys(_UNARY_NAMES, unary), **dict.fromkeys(_BINARY_NAMES, binary),
+    **dict.fromkeys(_WINDOWED_NAMES, windowed), "pad": pad, "constant_pad_nd": pad,
+    "getitem": getitem,
+}

@@ -27,7 +27,8 @@ from ..base import Method, Needs, register
 from ..precision import CHOICES as PRECISIONS
 from ..precision import at_precision, choose
 from . import drilldown
-from .incremental import Engine, PatchTensor, occluded_batch
+from .incremental import builder
+from .patched import Engine
 from .scoring import (
     Build,
     Drops,
@@ -270,7 +271,7 @@ class Occlusion(Method):
         else:
             build, engine = None, None
             if mode == "incremental":
-                build, engine = _incremental(x, base, positions, window, None)
+                build, engine = builder(x, base, positions, window, None)
             d = score_drops(clf, x, targets, p["score"], len(positions), fill, batch_size,
                             build)
         grid = d.drops.reshape(*d.drops.shape[:2], *shape)
@@ -311,7 +312,7 @@ class Occlusion(Method):
         n = len(positions)
         sample = (torch.linspace(0, n - 1, min(p["check_windows"], n)).round().long()
                   .unique().tolist() if p["check_windows"] else [])
-        check_build, _ = _incremental(x, base, positions, window, None)
+        check_build, _ = builder(x, base, positions, window, None)
         fill_check, build_check = _subset(fill, check_build, [sample] * x.shape[0])
         exact = score_drops(clf, x, targets, p["score"], len(sample), fill_check, batch_size,
                             build_check)
@@ -319,7 +320,7 @@ class Occlusion(Method):
 
         run_clf, run_x, run_base, dtype = at_precision(clf, x, base,
                                                        choose(p["precision"], clf))
-        build, engine = _incremental(run_x, run_base, positions, window, p["tau"])
+        build, engine = builder(run_x, run_base, positions, window, p["tau"])
         items, per_axis = drilldown.coarse_items(shape, p["coarse"])
         fill_coarse, build_coarse = _subset(fill, build, [items] * x.shape[0])
         first = score_drops(run_clf, run_x, classes, p["score"], len(items), fill_coarse,
@@ -365,25 +366,6 @@ def _subset(fill: Fill, build: Build, chosen: Sequence[Sequence[int]]
     def build_some(image: int, rows: Sequence[int]) -> Any:
         return build(image, [chosen[image][r] for r in rows])
     return fill_some, build_some
-
-
-def _incremental(x: torch.Tensor, base: torch.Tensor, positions: Sequence[tuple[int, ...]],
-                 window: Sequence[int], tau: float | None) -> tuple[Build, Engine]:
-    """A ``build(image, items)`` that makes occluded copies as patched tensors for
-    incremental inference, and the engine that caches each image's clean activations."""
-    engine = Engine(tau if tau is not None and tau < 1 else None)
-    current = [-1]
-
-    def build(image: int, items: Sequence[int]) -> PatchTensor:
-        if image != current[0]:
-            engine.reset()
-            current[0] = image
-        engine.pos = 0
-        # at least two copies: a batch axis of 1 then marks input-independent tensors
-        chosen = [positions[i] for i in items] * (2 if len(items) == 1 else 1)
-        return occluded_batch(engine, x[image : image + 1], base[image : image + 1],
-                              chosen, window)
-    return build, engine
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
