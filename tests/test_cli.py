@@ -140,11 +140,12 @@ def test_bad_baselines_are_one_line(setup, args):
 
 
 def test_occlusion_mode_from_the_command_line(setup):
-    """--occlusion-mode reaches the method: incremental gives the exact map; approximate
-    writes its measured error to summary.json; a wrong mode is one line, exit 2."""
+    """--occlusion-mode reaches the method: auto (the default) and incremental give the
+    exact map, auto says how in summary.json; approximate writes its measured error there;
+    a wrong mode is one line, exit 2."""
     card, images, tmp = setup
     maps = {}
-    for mode in ("exact", "incremental", "approximate"):
+    for mode in ("auto", "exact", "incremental", "approximate"):
         out = tmp / mode
         result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card),
                                      "--methods", "occlusion", "--occlusion-mode", mode,
@@ -153,6 +154,7 @@ def test_occlusion_mode_from_the_command_line(setup):
         maps[mode] = np.load(out / "img0.npz")["occlusion"]
         entry = json.loads((out / "summary.json").read_text())["images"]["img0"]["occlusion"]
         assert ("approximation" in entry) == (mode == "approximate")
+        assert ("exact_path" in entry) == (mode == "auto")
         # the report tells the reader that a preview is a preview, and how far off it was
         html = (out / "report.html").read_text()
         assert ("quick preview" in html) == (mode == "approximate")
@@ -163,6 +165,7 @@ def test_occlusion_mode_from_the_command_line(setup):
             assert f"off by {size} of their largest drop" in html
     # probabilities of an untrained net barely move: compare in absolute terms
     np.testing.assert_allclose(maps["incremental"], maps["exact"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(maps["auto"], maps["exact"], rtol=0, atol=1e-6)
     result = runner.invoke(app, ["explain", str(images[0]), "--model", str(card),
                                  "--methods", "occlusion", "--occlusion-mode", "fast",
                                  "--out", str(tmp / "bad")])

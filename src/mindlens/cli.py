@@ -98,10 +98,12 @@ def explain_cmd(
         help="occlusion fill values to compare, e.g. zero,mean,blur,0.5 (needs occlusion "
              "in --methods); adds a baseline-sensitivity figure per image")] = None,
     occlusion_mode: Annotated[str, typer.Option(
-        help="exact: every window through the whole model; incremental: the same map, "
-             "recomputing each layer only where the window reaches (several times "
-             "faster); approximate: a quick preview (drill-down in bfloat16), its measured "
-             "error in summary.json")] = "exact",
+        help="auto: the exact map, through the incremental engine where the model allows "
+             "it (checked against the whole model), else the whole model; exact: every "
+             "window through the whole model; incremental: the same map, recomputing each "
+             "layer only where the window reaches (several times faster), unchecked; "
+             "approximate: a quick preview (drill-down in bfloat16), its measured error in "
+             "summary.json")] = "auto",
 ) -> None:
     """Explain IMAGES (or volumes: NIfTI/.npy, for a card with input_size [D, H, W]) with
     several methods; write DIR/report.html, DIR/<image>.npz (one [T, H, W] array per
@@ -162,7 +164,9 @@ def explain_cmd(
                 "probs": e.probs[0].tolist(), "signed": e.signed,
                 "native_shape": list(e.native_shape),
                 **({"approximation": e.extras["approximation"]} if "approximation" in
-                   e.extras else {})} for n, e in results.items()}}
+                   e.extras else {}),
+                **({"exact_path": e.extras["exact_path"]} if "exact_path" in e.extras
+                   else {})} for n, e in results.items()}}
             report.add(x, results, titles=[path.name], top_k=max(3, top_k))
             if fills and "occlusion" in results:
                 summary["images"][stem]["baseline_sensitivity"] = sensitivity.summary(sens)

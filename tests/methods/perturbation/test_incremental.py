@@ -62,7 +62,7 @@ def test_every_supported_op_matches_exact(dims):
     x = torch.randn(*shape, dtype=torch.float64)
     before = fingerprint(model)
     kw = {"window": 3, "stride": 2, "score": "logit", "batch_size": 5}
-    exact = Occlusion(**kw).explain(clf, x, Targets(top_k=2))
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets(top_k=2))
     inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
     assert_untouched(before, model)
     torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-12)
@@ -77,7 +77,7 @@ def test_incremental_equals_exact_on_real_models(asset, window, stride, request)
     torch.manual_seed(0)
     x = torch.randn(1, 3, *clf.input_size)
     kw = {"window": window, "stride": stride, "batch_size": 16}
-    exact = Occlusion(**kw).explain(clf, x, Targets(top_k=2))
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets(top_k=2))
     inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
     assert torch.equal(inc.targets, exact.targets)
     scale = exact.maps.abs().max()
@@ -87,7 +87,7 @@ def test_incremental_equals_exact_on_real_models(asset, window, stride, request)
     clf64 = copy.copy(clf)
     clf64.module = copy.deepcopy(clf.module).double()
     x64 = x.double()
-    exact = Occlusion(**kw).explain(clf64, x64, Targets(top_k=2))
+    exact = Occlusion(mode="exact", **kw).explain(clf64, x64, Targets(top_k=2))
     inc = Occlusion(mode="incremental", **kw).explain(clf64, x64, Targets(top_k=2))
     torch.testing.assert_close(inc.maps, exact.maps, rtol=0,
                                atol=1e-10 * float(exact.maps.abs().max()))
@@ -110,7 +110,7 @@ def test_incremental_equals_exact_on_real_photos(asset, image, window, stride, r
         pytest.skip(f"{image} is not among the assets")
     x = clf.preprocess(paths[0])
     kw = {"window": window, "stride": stride, "batch_size": 16}
-    exact = Occlusion(**kw).explain(clf, x, Targets(top_k=2))
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets(top_k=2))
     inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
     assert torch.equal(inc.targets, exact.targets)
     scale = float(exact.maps.abs().max())
@@ -141,7 +141,7 @@ def test_per_copy_operands_fall_back_exactly(batch_size):
     clf = mindlens.Classifier(SqueezeExcite().double().eval(), (8, 8), channels=2)
     x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
     kw = {"window": 3, "stride": 2, "score": "logit", "batch_size": batch_size}
-    exact = Occlusion(**kw).explain(clf, x, Targets())
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets())
     inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets())
     torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-12)
     assert "mul" in inc.extras["full_recompute_ops"]
@@ -161,7 +161,7 @@ def test_approximate_mode_without_approximations_is_exact():
     clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
     x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
     kw = {"window": 2, "stride": 2, "score": "logit"}
-    exact = Occlusion(**kw).explain(clf, x, Targets()).maps
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets()).maps
     every = Occlusion(mode="approximate", coarse=1, **kw).explain(clf, x, Targets())
     torch.testing.assert_close(every.maps, exact, rtol=0, atol=1e-12)
     assert every.extras["approximation"]["interpolated"] == 0
@@ -186,7 +186,7 @@ def test_drill_down_interpolates_between_the_windows_it_runs():
     clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
     x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
     kw = {"window": 2, "stride": 1, "score": "logit"}
-    exact = Occlusion(**kw).explain(clf, x, Targets()).extras["grid"][0, 0]  # [9, 8]
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets()).extras["grid"][0, 0]  # [9, 8]
     approx = Occlusion(mode="approximate", coarse=2, refine=0.25, check_windows=0, **kw
                        ).explain(clf, x, Targets())
     grid = approx.extras["grid"][0, 0]
@@ -223,7 +223,7 @@ def test_approximate_mode_measures_its_error():
     clf = mindlens.Classifier(Zoo().double().eval(), (10, 9), channels=2)
     x = torch.randn(1, 2, 10, 9, dtype=torch.float64)
     kw = {"window": 2, "stride": 2, "score": "logit"}
-    exact = Occlusion(**kw).explain(clf, x, Targets())
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets())
     approx = Occlusion(mode="approximate", refine=0.0, check_windows=100, **kw).explain(
         clf, x, Targets())
     report = approx.extras["approximation"]
@@ -242,7 +242,7 @@ def test_bfloat16_runs_on_a_copy_and_stays_close(resnet20):
     x = torch.randn(1, 3, 32, 32)
     before = fingerprint(resnet20.module)
     kw = {"window": 8, "stride": 4, "score": "logit"}
-    exact = Occlusion(**kw).explain(resnet20, x, Targets())
+    exact = Occlusion(mode="exact", **kw).explain(resnet20, x, Targets())
     approx = Occlusion(mode="approximate", precision="bfloat16", coarse=1, **kw).explain(
         resnet20, x, Targets())
     assert_untouched(before, resnet20.module)
@@ -320,7 +320,7 @@ def test_models_that_cannot_run_in_bfloat16_run_in_their_own_dtype():
         e = Occlusion(mode="approximate", precision="bfloat16", **kw).explain(
             clf, x, Targets(0))
     assert e.extras["approximation"]["precision"] == "float32"
-    exact = Occlusion(**kw).explain(clf, x, Targets(0))
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets(0))
     torch.testing.assert_close(e.maps, exact.maps, rtol=0, atol=1e-6)
     # a pruned model computes its weight in a hook: that runs in the copy too
     pruned = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
@@ -358,11 +358,37 @@ def test_fusion_in_place_methods_and_view_match_exact():
     clf = mindlens.Classifier(FusedAndInPlace().eval(), (8, 8), channels=2)
     x = torch.randn(2, 2, 8, 8)
     kw = {"window": 3, "stride": 2, "score": "logit", "batch_size": 6}
-    exact = Occlusion(**kw).explain(clf, x, Targets(top_k=2))
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets(top_k=2))
     inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets(top_k=2))
     scale = float(exact.maps.abs().max())
     torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-5 * scale)
     assert {"mul_", "add_"} <= set(inc.extras["full_recompute_ops"])
+
+
+class Concatenates(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x))
+        y = torch.cat([y, 2 * y], dim=1)  # patched tensors inside a list
+        return self.head(F.relu(self.c2(y)).mean(dim=(2, 3)))
+
+
+def test_patched_tensors_inside_a_list_are_materialised():
+    """``torch.cat([a, b])`` of patched tensors used to fail (the dispatch only looked at
+    top-level arguments); it runs on the materialised copies and gives the exact map."""
+    torch.manual_seed(2)
+    clf = mindlens.Classifier(Concatenates().double().eval(), (10, 10), channels=2)
+    x = torch.randn(1, 2, 10, 10, dtype=torch.float64)
+    kw = {"window": 3, "stride": 2, "score": "logit"}
+    inc = Occlusion(mode="incremental", **kw).explain(clf, x, Targets())
+    exact = Occlusion(mode="exact", **kw).explain(clf, x, Targets())
+    torch.testing.assert_close(inc.maps, exact.maps, rtol=0, atol=1e-12)
+    assert inc.extras["full_recompute_ops"]["cat"] >= 1
 
 
 def test_engine_caches_do_not_grow_with_the_number_of_batches():
@@ -401,7 +427,7 @@ def test_approximate_mode_with_every_window_refined_is_exact(case):
               else Targets(top_k=2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stride > window: uncovered pixels are NaN
-        exact = Occlusion(**kw).explain(clf, x, target)
+        exact = Occlusion(mode="exact", **kw).explain(clf, x, target)
         approx = Occlusion(mode="approximate", coarse=3, refine=1.0, **kw).explain(
             clf, x, target)
     assert torch.equal(approx.targets, exact.targets)
@@ -419,7 +445,7 @@ def test_default_approximate_mode_on_real_photos_is_a_preview_that_reports_its_e
     kw = {"window": 8, "stride": 2}
     for path in paths:
         x = resnet20.preprocess(path)
-        exact = Occlusion(**kw).explain(resnet20, x, Targets())
+        exact = Occlusion(mode="exact", **kw).explain(resnet20, x, Targets())
         approx = Occlusion(mode="approximate", **kw).explain(resnet20, x, Targets())
         report = approx.extras["approximation"]
         assert report["run"] < report["windows"] / 2

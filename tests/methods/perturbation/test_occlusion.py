@@ -71,7 +71,9 @@ def test_equals_naive_loop(border, score, agg):
     e = Occlusion(window=(3, 4), stride=(2, 3), border=border, score=score,
                   aggregation=agg, batch_size=5).explain(clf, x, Targets(top_k=2))
     torch.testing.assert_close(e.maps, ref, rtol=0, atol=1e-12)
-    assert e.cost.forward == n + 1
+    # N + 1 evaluations, and the default mode's check windows (also run whole)
+    assert e.extras["exact_path"]["engine"] == "incremental"
+    assert e.cost.forward == n + 1 + e.extras["exact_path"]["check_windows"]
     assert e.native_shape == tuple(e.extras["grid"].shape[2:])
 
 

@@ -1,13 +1,16 @@
 """The perturbation family: methods that change the input and watch the class score,
 using nothing but the model's outputs (so they also run on black boxes and TorchScript).
 
-- :mod:`.occlusion`: sliding-window occlusion (Zeiler & Fergus 2014), its modes and
-  :func:`~.occlusion.baseline_sensitivity`;
+- :mod:`.occlusion`: sliding-window occlusion (Zeiler & Fergus 2014), its modes (the
+  default ``"auto"``: the exact map through the incremental engine where the model
+  allows it) and :func:`~.occlusion.baseline_sensitivity`;
 - :mod:`.area_occlusion`: occlusion of whole regions (Rieke et al. 2018);
 - :mod:`.scoring`: what they share (the watched score, the occluding value, the
   memory-bounded loop that records the score drops);
-- :mod:`.incremental` and :mod:`.incremental_ops`: Krypton-style incremental inference
-  (only the part of each layer a window can change is recomputed);
+- :mod:`.incremental`, :mod:`.patched` and :mod:`.incremental_ops`: Krypton-style
+  incremental inference (only the part of each layer a window can change is
+  recomputed): the entry point, the patched tensor with its per-image engine, and the
+  operation handlers (``patched`` <- ``incremental_ops`` <- ``incremental``, no cycle);
 - :mod:`.drilldown`: Krypton's adaptive drill-down for the approximate mode.
 
 Lower precision (bfloat16 copies of a model) is not specific to this family and lives in
