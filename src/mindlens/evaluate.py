@@ -174,7 +174,9 @@ def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
         sens = M.sensitivity(explain, clf, x, classes, n_samples=opts["sensitivity_samples"],
                              seed=seeds)
         rec["max_sensitivity"], rec["avg_sensitivity"] = sens.max, sens.avg
-    if clf(x[:1]).shape[1] > 1:
+    with clf.patched(), torch.no_grad():  # eval mode, no gradients: a train-mode model
+        n_classes = clf(x[:1]).shape[1]  # keeps its BatchNorm statistics and the like
+    if n_classes > 1:
         sim = M.class_similarity(explain, clf, x)
         rec["class_spearman"], rec["class_ssim"] = sim.spearman, sim.ssim
     if opts["sanity_layers"] and not algo.needs.training:
