@@ -3,10 +3,10 @@
 finish, and compare its final files with an uninterrupted run's (issue #11, "Must show:
 resume"); then the same with a full disk injected into the journal's writes.
 
-    PYTHONPATH=src:. python benchmarks/kills.py [--kills 20] [--seed 0] [--json OUT.json]
+    PYTHONPATH=src:. python benchmarks/kills.py [--kills 20] [--images 40] [--json OUT.json]
 
 The run is ``tests/runs/killable.py`` (a train-mode model with BatchNorm, Dropout and
-spectral norm; 8 images; saliency and Grad-CAM with every metric). Compared: the journal
+spectral norm; 40 images; saliency and Grad-CAM with every metric). Compared: the journal
 ``results.jsonl``, ``results.csv`` and ``criteria.json``, each without the measured
 milliseconds per image (the one field that differs between any two runs). Exit code 0
 when all are equal, with no row lost or duplicated.
@@ -31,7 +31,7 @@ from mindlens.runs import RunWriteError  # noqa: E402
 from mindlens.runs import journal as journal_module  # noqa: E402
 
 
-def full_disk_run(out: Path, fail_at: int) -> int:
+def full_disk_run(out: Path, n: int, fail_at: int) -> int:
     """Run until the ``fail_at``-th journal write hits a full disk (half its bytes
     written), then run again on a healthy disk; return the rows kept after the failure."""
     real = os.write
@@ -51,14 +51,14 @@ def full_disk_run(out: Path, fail_at: int) -> int:
 
     journal_module.os.write = write  # type: ignore[assignment]
     try:
-        run(out)
+        run(out, n)
         raise AssertionError("the injected full disk was not reported")
     except RunWriteError:
         pass
     finally:
         journal_module.os.write = real  # type: ignore[assignment]
     kept = journal.read_bytes().count(b"\n")
-    run(out)
+    run(out, n)
     return kept
 
 
@@ -66,14 +66,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--images", type=int, default=40, help="images (batches of 2)")
+    ap.add_argument("--max-delay", type=float, default=1.5,
+                    help="longest wait after the run starts working before a kill (s)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mindlens-kills-"))
-    run(work / "reference")
+    run(work / "reference", args.images)
     reference = comparable_files(work / "reference")
-    counts = kill_loop(work / "killed", args.kills, seed=args.seed, max_delay=3.0)
+    counts = kill_loop(work / "killed", args.kills, args.images, seed=args.seed,
+                       max_delay=args.max_delay)
     killed_equal = comparable_files(work / "killed") == reference
-    kept = full_disk_run(work / "full", fail_at=3)
+    kept = full_disk_run(work / "full", args.images, fail_at=3)
     full_equal = comparable_files(work / "full") == reference
     rows = reference["results.jsonl"].count("\n") + 1
     report = {**counts, "rows": rows, "killed_equal": killed_equal,

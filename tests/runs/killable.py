@@ -30,46 +30,49 @@ SETTINGS: dict[str, Any] = {"steps": 4, "sensitivity_samples": 2, "sanity_layers
 TIMING = ("ms_per_image",)
 
 
-def inputs() -> tuple[Any, torch.Tensor, list[torch.Tensor]]:
+def inputs(n: int = 8) -> tuple[Any, torch.Tensor, list[torch.Tensor]]:
     from tests.test_concurrency import train_mode_classifier
 
     clf = train_mode_classifier()
     g = torch.Generator().manual_seed(3)
-    x = torch.rand(8, 3, 16, 16, generator=g)
-    masks = [torch.rand(16, 16, generator=g) > 0.7 for _ in range(8)]
+    x = torch.rand(n, 3, 16, 16, generator=g)
+    masks = [torch.rand(16, 16, generator=g) > 0.7 for _ in range(n)]
     return clf, x, masks
 
 
-def run(out: Path) -> None:
+def run(out: Path, n: int = 8, announce: bool = False) -> None:
     from mindlens.evaluate import evaluate
 
     torch.set_num_threads(1)
-    clf, x, masks = inputs()
+    clf, x, masks = inputs(n)
+    if announce:
+        print("running", flush=True)
     evaluate(clf, x, masks, METHODS, out, **SETTINGS)
 
 
-def kill_loop(out: Path, kills: int, seed: int = 0, max_delay: float = 2.0,
+def kill_loop(out: Path, kills: int, n: int = 8, seed: int = 0, max_delay: float = 2.0,
               timeout: float = 600.0) -> dict[str, Any]:
-    """Start the run, SIGKILL it ``kills`` times at a random moment after it has opened
-    its folder, then let it finish; return the counts."""
+    """Start the run, SIGKILL it ``kills`` times at a random moment up to ``max_delay``
+    seconds after it has started working, then let it finish; return the counts."""
     rng = random.Random(seed)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     done_kills, rows_at_kill, starts = 0, [], 0
     while True:
         starts += 1
-        proc = subprocess.Popen([sys.executable, "-m", "tests.runs.killable", str(out)],
-                                cwd=ROOT, env=env, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, "-m", "tests.runs.killable", str(out),
+                                 str(n)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
         if done_kills < kills:
-            deadline = time.monotonic() + timeout
-            while not (out / "manifest.json").exists() and proc.poll() is None:
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    raise TimeoutError("the run never opened its folder")
-                time.sleep(0.02)
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != b"running":  # imports done, inputs made
+                _, stderr = proc.communicate(timeout=timeout)
+                raise RuntimeError(f"the run failed: {stderr.decode()[-2000:]}")
             time.sleep(rng.uniform(0, max_delay))
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+                proc.stdout.close()
+                proc.stderr.close()  # type: ignore[union-attr]
                 done_kills += 1
                 journal = out / "results.jsonl"
                 rows_at_kill.append(journal.read_bytes().count(b"\n")
@@ -103,4 +106,4 @@ def comparable_files(out: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]))
+    run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 8, announce=True)

@@ -102,12 +102,12 @@ class Method:
             )
 
     def explain(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
-        """Check, then run under the model's lock (:func:`~mindlens.patching.model_lock`):
+        """Check and run under the model's lock (:func:`~mindlens.patching.model_lock`):
         besides the patched sections, a run keeps per-model caches (LRP plans, reduced-
         precision copies, occlusion's clean rows) and runs clean forwards, and another
         thread's patch must never be seen by them. ``cost.seconds`` excludes the wait."""
-        self.check(clf)
         with model_lock(clf.module):
+            self.check(clf)  # it may look at modules another thread's patch swaps
             start = time.perf_counter()
             result = self.run(clf, x, targets)
             result.cost.seconds = time.perf_counter() - start
