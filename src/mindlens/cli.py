@@ -207,9 +207,13 @@ def evaluate_cmd(
     colour_check: Annotated[bool | None, typer.Option(
         "--colour-check/--no-colour-check", help="grade 'colour bias' on the colour-shortcut "
         "benchmark (default: on with --demo)")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="replace a run already in --out (by default only the same "
+        "model, data and settings resume there; another run is refused)")] = False,
 ) -> None:
     """Measure every method on your model and data: the criteria table (criteria.html,
-    criteria.json, results.csv). A killed run started again resumes where it stopped.
+    criteria.json, results.csv). A killed run started again resumes where it stopped;
+    a different model, data or settings into the same --out is refused (or --overwrite).
     With --demo retina: which methods localise the lesions (occlusion left out unless
     named in --methods; MACE uses the bundled concept unit)."""
     from .evaluate import collect, evaluate
@@ -244,7 +248,6 @@ def evaluate_cmd(
         images, mask_files = collect(data, masks)
         if masks is None:
             mask_files = None
-    out_dir.mkdir(parents=True, exist_ok=True)
     with Progress(console=err, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
@@ -256,7 +259,7 @@ def evaluate_cmd(
         table = evaluate(clf, images, mask_files, names, out_dir,
                          steps=steps, progress=progress, params=params,
                          tolerance=15.0 if tolerance is None else tolerance,
-                         colour_check=bool(colour_check))
+                         colour_check=bool(colour_check), overwrite=overwrite)
     path = write_html(table, out_dir / "criteria.html", clf.name, len(images), **words)
     out.print(table.to_markdown(), highlight=False)
     out.print(f"wrote {path}", highlight=False)

@@ -2,11 +2,17 @@
 
 ``evaluate(clf, images, masks, methods, out_dir)`` explains every image with every method
 (its top-1 class), computes the per-image metrics of :mod:`mindlens.metrics` and appends
-one record per (method, image) to ``results.jsonl`` and ``results.csv`` right away. A run
-that is killed and started again with the same ``out_dir`` skips every (method, image)
-already recorded, so no image is counted twice; the JSON lines are the source of truth
-(a line cut off by the kill is dropped and recomputed) and the CSV is rewritten from them.
-At the end ``criteria.json`` holds the table (see :mod:`mindlens.metrics.criteria`).
+one row per (method, image) to ``results.jsonl``, the run's journal (:mod:`mindlens.runs`:
+one fsync'd append per batch, each row naming its image and the image's content hash).
+The run's ``manifest.json`` (model weights hash and card, every image and mask by content
+hash, the methods with all their parameters, the settings, the mindlens version) decides
+what a restart into the same ``out_dir`` does: the same run resumes, skipping every
+(method, image) already recorded; another model, other data or other settings are refused
+in one line unless ``overwrite=True``. Images run in fixed batches, and a batch that was
+cut off is computed whole again, so a resumed run gives the same numbers bit for bit as an
+uninterrupted one (the measured times aside). At the end ``results.csv``,
+``criteria.json`` (the table, see :mod:`mindlens.metrics.criteria`) are written atomically
+(temporary file, then rename).
 
 With ``colour_check=True`` every method that gives per-channel relevance is also run on the
 colour-shortcut benchmark of :mod:`mindlens.demo.colour` (the bundled colour-cue model and
@@ -33,11 +39,26 @@ from .errors import InputError, MindlensError
 from .metrics.cost import ACCESS_LEVELS
 from .metrics.criteria import CriteriaTable, summarize
 from .model import Classifier, ImageLike
+from .runs import (
+    Journal,
+    RunWriteError,
+    atomic_open,
+    describe,
+    input_hash,
+    make_manifest,
+    model_fingerprint,
+    open_run,
+    write_atomic,
+)
 from .targets import Targets
 
 MaskLike = np.ndarray | torch.Tensor | str | Path | None
 Progress = Callable[[str, int, int], None]
 RESULTS = "results.jsonl"
+#: the final files of an evaluation folder (``overwrite`` removes them with the journal)
+OUTPUTS = ("results.csv", "criteria.json", "criteria.html")
+#: the fields that make a row of the journal unique and say which input it is about
+KEY = ("method", "image", "input_hash")
 
 
 def image_ids(images: Sequence[ImageLike] | torch.Tensor) -> list[str]:
@@ -94,29 +115,17 @@ def load_mask(mask: MaskLike, size: tuple[int, int], image_id: str) -> torch.Ten
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Complete records of ``results.jsonl``; a torn last line is dropped; duplicates of a
-    (method, image) pair keep the first."""
-    if not path.exists():
-        return []
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        key = (rec.get("method"), rec.get("image"))
-        if key not in seen:
-            seen.add(key)
-            out.append(rec)
-    return out
+    """Complete records of a ``results.jsonl``; a torn last line is dropped (and cut off
+    the file); duplicates of a (method, image, input hash) keep the first."""
+    return Journal(path, KEY).load()
 
 
 def write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    """All records as one CSV (columns in order of first appearance), written atomically."""
     cols: list[str] = []
     for r in records:
         cols += [k for k in r if k not in cols]
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols)
         writer.writeheader()
         writer.writerows(records)
@@ -174,7 +183,9 @@ def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
         sens = M.sensitivity(explain, clf, x, classes, n_samples=opts["sensitivity_samples"],
                              seed=seeds)
         rec["max_sensitivity"], rec["avg_sensitivity"] = sens.max, sens.avg
-    if clf(x[:1]).shape[1] > 1:
+    with clf.patched(), torch.no_grad():  # eval mode, no gradients: a train-mode model
+        n_classes = clf(x[:1]).shape[1]  # keeps its BatchNorm statistics and the like
+    if n_classes > 1:
         sim = M.class_similarity(explain, clf, x)
         rec["class_spearman"], rec["class_ssim"] = sim.spearman, sim.ssim
     if opts["sanity_layers"] and not algo.needs.training:
@@ -231,15 +242,35 @@ def chance_levels(masks: list[torch.Tensor], tolerance: float) -> dict[str, floa
             "images": len(masks)}
 
 
+def run_manifest(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
+                 masks: Sequence[MaskLike] | None, ids: list[str], names: list[str],
+                 settings: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of an evaluation (see :mod:`mindlens.runs.manifest`): the model, every
+    image and mask by content hash, each method with all its parameters, the settings."""
+    data = []
+    for i, image in enumerate(images):
+        entry = {"id": ids[i], "sha256": input_hash(image)}
+        if masks is not None:
+            entry["mask_sha256"] = input_hash(masks[i])
+        data.append(entry)
+    given = settings.pop("params")
+    methods = {name: describe({**registry.get(name).defaults, **dict(given.get(name, {}))})
+               for name in names}
+    return make_manifest("evaluate", model_fingerprint(clf), data,
+                         {"methods": methods, **describe(settings)})
+
+
 def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
              masks: Sequence[MaskLike] | None = None, methods: Sequence[str] | None = None,
              out_dir: str | Path | None = None, batch_size: int = 8, steps: int = 50,
              tolerance: float = 15, sensitivity_samples: int = 5, sanity_layers: int = 3,
              seed: int = 0, progress: Progress | None = None,
              params: Mapping[str, Mapping[str, Any]] | None = None,
-             colour_check: bool = False) -> CriteriaTable:
+             colour_check: bool = False, overwrite: bool = False) -> CriteriaTable:
     """Evaluate ``methods`` (default: all registered) on ``images`` and return the criteria
-    table; with ``out_dir`` every per-image record is saved at once and a rerun resumes.
+    table; with ``out_dir`` every per-image record is saved at once and a rerun of the same
+    evaluation resumes (another one is refused, unless ``overwrite``: see the module
+    docstring).
 
     ``masks``: one per image (``None`` where an image has no ground truth) as arrays,
     tensors or image files; resized to the input size with nearest neighbour. Methods that
@@ -256,18 +287,21 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
     if masks is not None and len(masks) != n:
         raise InputError(f"{len(masks)} masks for {n} images: give one per image, None "
                          f"where an image has no mask")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     ids = image_ids(images)
     mask_t = [load_mask(m, clf.input_size, ids[i]) for i, m in
               enumerate(masks if masks is not None else [None] * n)]
-    out = Path(out_dir) if out_dir is not None else None
-    records = []
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        records = read_records(out / RESULTS)
-        (out / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in records))
-    done = {(r["method"], r["image"]) for r in records}
     opts = {"steps": steps, "tolerance": tolerance, "sensitivity_samples": sensitivity_samples,
             "sanity_layers": sanity_layers, "seed": seed}
+    out = Path(out_dir) if out_dir is not None else None
+    hashes = [input_hash(im) for im in images]
+    journal = Journal(None, KEY)
+    if out is not None:
+        manifest = run_manifest(clf, images, masks, ids, names, {
+            **opts, "batch_size": batch_size, "colour_check": colour_check,
+            "params": dict(params or {})})
+        journal = open_run(out, manifest, RESULTS, KEY, OUTPUTS, overwrite).journal
     table = CriteriaTable()
     for name in names:
         try:
@@ -276,36 +310,43 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
         except MindlensError as err:
             table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})
             continue
-        todo = [i for i in range(n) if (name, ids[i]) not in done]
         info: dict[str, Any] | None = None
         try:
             first = clf.preprocess(images[:1] if isinstance(images, torch.Tensor)
                                    else [images[0]])
-            algo.explain(clf, first, Targets(None, 1))  # warm-up, so timings are steady
-            for start in range(0, len(todo), batch_size):
-                idx = todo[start:start + batch_size]
+            warm = False
+            # fixed batches: one cut off by a kill is computed whole again, so every image
+            # is always explained in the same company (bit-identical numbers on resume)
+            for start in range(0, n, batch_size):
+                idx = list(range(start, min(n, start + batch_size)))
+                if all((name, ids[i], hashes[i]) in journal for i in idx):
+                    continue
+                if not warm:
+                    algo.explain(clf, first, Targets(None, 1))  # so timings are steady
+                    warm = True
                 x = clf.preprocess([images[i] for i in idx] if not isinstance(
                     images, torch.Tensor) else images[idx])
                 recs, info = batch_records(clf, algo, x, [mask_t[i] for i in idx],
                                            [ids[i] for i in idx], opts)
-                records += recs
-                if out is not None:
-                    with (out / RESULTS).open("a") as f:
-                        f.writelines(json.dumps(r) + "\n" for r in recs)
+                rows = [{"method": r["method"], "image": r["image"], "input_hash": hashes[i],
+                         **r} for i, r in zip(idx, recs, strict=True)]
+                journal.append(rows)
                 if progress is not None:
-                    progress(name, n - len(todo) + start + len(idx), n)
+                    progress(name, idx[-1] + 1, n)
             if info is None:  # everything was done before: constants from one image
                 info = batch_records(clf, algo, first, [None], ids[:1], {**opts, "steps": 1,
                                      "sensitivity_samples": 0, "sanity_layers": 0})[1]
             if colour_check and info["per_channel"]:
                 info.update(colour_figures(name, algo.params))
+        except RunWriteError:
+            raise  # the disk, not the method: stop, the rows written so far are kept
         except MindlensError as err:
             table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})
             continue
-        mine = [r for r in records if r["method"] == name and r["image"] in set(ids)]
+        mine = [r for r in journal.rows if r["method"] == name]
         table.rows.append(summarize(name, mine, info))
     table.baselines = chance_levels([m for m in mask_t if m is not None], tolerance)
     if out is not None:
-        write_csv(records, out / "results.csv")
-        (out / "criteria.json").write_text(json.dumps(table.to_dict(), indent=1))
+        write_csv(journal.rows, out / "results.csv")
+        write_atomic(out / "criteria.json", json.dumps(table.to_dict(), indent=1))
     return table

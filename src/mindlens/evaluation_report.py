@@ -11,6 +11,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import methods
 from .metrics.criteria import CRITERIA, THRESHOLDS, CriteriaTable
+from .runs import write_atomic
 
 RANK = {"++": 3, "+": 2, "0": 1, "-": 0}
 
@@ -119,9 +120,7 @@ def write_html(table: CriteriaTable, path: str | Path, model_name: str, n_images
         model_name=model_name, n_images=n_images, criteria=CRITERIA, rows=rows,
         thresholds=table.thresholds, recommendations=recommendations(table),
         localization=localization(table, region, subjects))
-    path = Path(path)
-    path.write_text(html, encoding="utf-8")
-    return path
+    return write_atomic(path, html)  # a kill leaves the old page or the new one
 
 
 def _fmt(v: Any) -> str:

@@ -33,7 +33,7 @@ from .io import (
     read_volume,
     volume_to_unit,
 )
-from .patching import ModelPatch, is_scripted
+from .patching import ModelPatch, is_scripted, model_lock
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
@@ -147,8 +147,10 @@ class Classifier:
 
     # -- running -------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, classes]`` (extra leading logits dropped)."""
-        out = self.module(x)
+        """Logits ``[B, classes]`` (extra leading logits dropped). Runs under the model's
+        lock, so a call never sees another thread's patched model."""
+        with model_lock(self.module):
+            out = self.module(x)
         if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             out = out[0]
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:

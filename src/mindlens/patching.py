@@ -5,10 +5,19 @@ Every method that hooks a module, swaps a module or flips an attribute does it t
 raised: hooks removed, modules and attributes put back, each module's train/eval mode and
 each parameter's ``requires_grad`` restored. Methods never call ``backward()`` (they use
 ``torch.autograd.grad``), so no ``.grad`` is left on the parameters either.
+
+Concurrency: a patch changes the model for everyone who holds it, so each model has one
+re-entrant lock (:func:`model_lock`, kept in a weak table beside the model, never on it)
+and a :class:`ModelPatch` holds it from entry to exit. Patched sections on the same model
+therefore run one after another (a thread that is already inside may nest patches);
+sections on different models run in parallel. Separate processes share nothing and need
+no lock.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +26,27 @@ from torch import nn
 
 _MISSING = object()
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``model``: whoever runs, patches or caches something for this
+    model holds it (``with model_lock(model): ...``). Created on first use; it lives as
+    long as the model and is never stored on it."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
 
 class ModelPatch:
     """Reversible changes to ``model``; use as ``with ModelPatch(model) as patch: ...``.
 
     On entry the model is put in eval mode (every method assumes it; BatchNorm in train
-    mode couples the samples of a batch).
+    mode couples the samples of a batch). From entry to exit the patch holds the model's
+    :func:`model_lock`, so no other thread sees (or saves) the patched state.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -33,13 +57,25 @@ class ModelPatch:
         self._requires_grad: list[tuple[nn.Parameter, bool]] = []
 
     def __enter__(self) -> ModelPatch:
-        self._training = [(m, m.training) for m in self.model.modules()]
-        self._requires_grad = [(p, p.requires_grad) for p in self.model.parameters()]
-        if any(mode for _, mode in self._training):
-            self.model.eval()
+        self._lock = model_lock(self.model)
+        self._lock.acquire()
+        try:
+            self._training = [(m, m.training) for m in self.model.modules()]
+            self._requires_grad = [(p, p.requires_grad) for p in self.model.parameters()]
+            if any(mode for _, mode in self._training):
+                self.model.eval()
+        except BaseException:
+            self._lock.release()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
+        try:
+            self._restore()
+        finally:
+            self._lock.release()
+
+    def _restore(self) -> None:
         for handle in reversed(self._handles):
             handle.remove()
         self._handles.clear()

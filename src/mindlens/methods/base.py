@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..errors import InputError, NotApplicableError
 from ..explanation import Explanation
 from ..model import Classifier
+from ..patching import model_lock
 from ..targets import Targets
 
 REDUCTIONS = ("max_abs", "sum", "abs_sum", "l2")
@@ -101,10 +102,15 @@ class Method:
             )
 
     def explain(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
-        self.check(clf)
-        start = time.perf_counter()
-        result = self.run(clf, x, targets)
-        result.cost.seconds = time.perf_counter() - start
+        """Check and run under the model's lock (:func:`~mindlens.patching.model_lock`):
+        besides the patched sections, a run keeps per-model caches (LRP plans, reduced-
+        precision copies, occlusion's clean rows) and runs clean forwards, and another
+        thread's patch must never be seen by them. ``cost.seconds`` excludes the wait."""
+        with model_lock(clf.module):
+            self.check(clf)  # it may look at modules another thread's patch swaps
+            start = time.perf_counter()
+            result = self.run(clf, x, targets)
+            result.cost.seconds = time.perf_counter() - start
         return result
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..model import Classifier
+from ..patching import model_lock
 from .explainers import ExplainFn
 from .similarity import normalize01, spearman, ssim
 
@@ -119,5 +120,5 @@ def cascading_randomization(explain: ExplainFn, clf: Classifier, x: torch.Tensor
 
 def replace_module_copy(clf: Classifier) -> Classifier:
     """A Classifier around a deep copy of ``clf.module`` (same input spec and labels)."""
-    twin = replace(clf, module=copy.deepcopy(clf.module))
-    return twin
+    with model_lock(clf.module):  # never copy another thread's patched model
+        return replace(clf, module=copy.deepcopy(clf.module))
