@@ -300,11 +300,10 @@ def metric_calls(opts: Mapping[str, Any], n_classes: int) -> int:
             + (opts["sanity_layers"] + 2 if opts["sanity_layers"] else 0))
 
 
-def estimate(clf: Classifier, algo: registry.Method, first: torch.Tensor, total: int,
-             opts: Mapping[str, Any], budget: float | None) -> Estimate:
-    """Time one explanation and one forward pass on ``first`` (a warm-up, so later timings
-    are steady, then a timed run), scale them to ``total`` images and fit them to
-    ``budget`` seconds."""
+def time_one(clf: Classifier, algo: registry.Method, first: torch.Tensor
+             ) -> tuple[float, float, int]:
+    """Seconds for one explanation and one forward pass of ``first`` (after a warm-up, so
+    later timings are steady), and the number of model outputs."""
     algo.explain(clf, first, Targets(None, 1))  # warm-up
     t0 = time.perf_counter()
     algo.explain(clf, first, Targets(None, 1))
@@ -313,18 +312,29 @@ def estimate(clf: Classifier, algo: registry.Method, first: torch.Tensor, total:
         t0 = time.perf_counter()
         logits = clf(first)
         t_forward = time.perf_counter() - t0
+    return t_explain, t_forward, int(logits.shape[1])
+
+
+def fit_budget(per_image: float, total: int, budget: float | None) -> tuple[int, str]:
+    """How many of ``total`` images fit ``budget`` seconds, and why a method is left out
+    when not even two do (``""`` otherwise)."""
+    if budget is None or per_image * total <= budget:
+        return total, ""
+    fit = int(budget // per_image)
+    if fit >= 2:
+        return fit, ""
+    return 0, (f"skipped: about {_duration(per_image * total)} for {total} image(s), more "
+               f"than the budget of {_duration(budget)} (not even 2 images fit)")
+
+
+def estimate(clf: Classifier, algo: registry.Method, first: torch.Tensor, total: int,
+             opts: Mapping[str, Any], budget: float | None) -> Estimate:
+    """Time one image (:func:`time_one`), scale it by the metrics' calls and forwards to
+    ``total`` images and fit them to ``budget`` seconds."""
+    t_explain, t_forward, n_classes = time_one(clf, algo, first)
     forwards = 4 * (opts["steps"] + 1)  # deletion + insertion, the map's and a random one's
-    per_image = (t_explain * metric_calls(opts, int(logits.shape[1]))
-                 + t_forward * forwards)
-    images, skipped = total, ""
-    if budget is not None and per_image * total > budget:
-        fit = int(budget // per_image) if per_image > 0 else total
-        if fit >= 2:
-            images = fit
-        else:
-            images, skipped = 0, (f"skipped: about {_duration(per_image * total)} for "
-                                  f"{total} image(s), more than the budget of "
-                                  f"{_duration(budget)} (not even 2 images fit)")
+    per_image = t_explain * metric_calls(opts, n_classes) + t_forward * forwards
+    images, skipped = fit_budget(per_image, total, budget)
     return Estimate(algo.name, per_image, images, total, skipped)
 
 
@@ -336,12 +346,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def subsample(todo: list[int], k: int) -> list[int]:
-    """``k`` of ``todo`` spread evenly over it (deterministic: a resumed run picks the same)."""
-    if k >= len(todo):
-        return todo
-    step = len(todo) / k
-    return [todo[int(i * step)] for i in range(k)]
+def subsample(items: list[int], k: int) -> list[int]:
+    """``k`` of ``items`` spread evenly over them (deterministic: a resumed run picks the
+    same ones)."""
+    if k >= len(items):
+        return items
+    if k <= 0:
+        return []
+    step = len(items) / k
+    return [items[int(i * step)] for i in range(k)]
 
 
 def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,

@@ -11,7 +11,8 @@ images: the pointing game against the better of a random point and the centre po
 faithfulness against a random pixel order. A number that is undefined (a flat map, no
 masks, a chance level that leaves no room) is "n/a" with the reason, never a NaN or a
 division by zero. A method whose maps do not depend on the input (the data side of the
-sanity check) gets "-" for detail and robustness, whatever its figures say.
+sanity check) gets "-" for detail and robustness and at most "0" elsewhere, whatever its
+figures say.
 """
 
 from __future__ import annotations
@@ -302,8 +303,14 @@ def summarize(method: str, records: Sequence[Mapping[str, Any]],
                if grades[c] == "n/a"}
     data = figures["input_spearman"]
     if not math.isnan(data) and data >= INPUT_DEPENDENCE_CUT:
-        for c in ("degree of detail", "robustness"):
-            grades[c] = "-"
+        # a map that ignores the image explains nothing: no column may praise it
+        for c in CRITERIA:
+            if c in ("degree of detail", "robustness"):
+                grades[c] = "-"
+            elif grades[c] in ("++", "+"):
+                grades[c] = "0"
+            else:
+                continue
             reasons[c] = "its maps do not depend on the input (sanity check failed)"
     elif figures["sanity_check"] == "fail" and grades["robustness"] in ("++", "+"):
         grades["robustness"] = "0"

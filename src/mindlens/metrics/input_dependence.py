@@ -95,3 +95,24 @@ def identical_maps(maps: torch.Tensor, rtol: float = IDENTICAL_RTOL) -> bool:
         return False
     first = maps[:1].expand_as(maps)
     return bool(same_map(first, maps, rtol).all())
+
+
+def input_independence_note(x: torch.Tensor, maps: torch.Tensor,
+                            targets: torch.Tensor) -> str:
+    """A warning in words when, within one explained batch, different images explained for
+    the same class got the same map (``""`` otherwise, or when no two different images share
+    a class). ``x`` ``[B, C, ...]``, ``maps`` ``[B, T, ...]``, ``targets`` ``[B, T]``."""
+    pairs = 0
+    for t in range(maps.shape[1]):
+        for i in range(len(x)):
+            for j in range(i + 1, len(x)):
+                if targets[i, t] != targets[j, t] or torch.equal(x[i], x[j]):
+                    continue
+                if not bool(same_map(maps[i:i + 1, t], maps[j:j + 1, t])):
+                    return ""
+                pairs += 1
+    if not pairs:
+        return ""
+    return (f"the map is the same for different images ({pairs} pair(s) of images explained "
+            f"for the same class got identical maps): on this model this method does not "
+            f"look at the image, so its map explains nothing about it")
