@@ -300,19 +300,21 @@ def metric_calls(opts: Mapping[str, Any], n_classes: int) -> int:
             + (opts["sanity_layers"] + 2 if opts["sanity_layers"] else 0))
 
 
-def time_one(clf: Classifier, algo: registry.Method, first: torch.Tensor
+def time_one(clf: Classifier, algo: registry.Method, first: torch.Tensor, steps: int
              ) -> tuple[float, float, int]:
-    """Seconds for one explanation and one forward pass of ``first`` (after a warm-up, so
-    later timings are steady), and the number of model outputs."""
+    """Seconds for one explanation of ``first`` (after a warm-up, so later timings are
+    steady), seconds for one deletion curve of it (one forward pass of ``steps + 1``
+    copies, as :func:`mindlens.metrics.deletion` sends them), and the number of outputs."""
     algo.explain(clf, first, Targets(None, 1))  # warm-up
     t0 = time.perf_counter()
     algo.explain(clf, first, Targets(None, 1))
     t_explain = time.perf_counter() - t0
     with clf.patched(), torch.no_grad():
+        copies = first.expand(steps + 1, *first.shape[1:])
         t0 = time.perf_counter()
-        logits = clf(first)
-        t_forward = time.perf_counter() - t0
-    return t_explain, t_forward, int(logits.shape[1])
+        logits = clf(copies)
+        t_curve = time.perf_counter() - t0
+    return t_explain, t_curve, int(logits.shape[1])
 
 
 def fit_budget(per_image: float, total: int, budget: float | None) -> tuple[int, str]:
@@ -329,11 +331,11 @@ def fit_budget(per_image: float, total: int, budget: float | None) -> tuple[int,
 
 def estimate(clf: Classifier, algo: registry.Method, first: torch.Tensor, total: int,
              opts: Mapping[str, Any], budget: float | None) -> Estimate:
-    """Time one image (:func:`time_one`), scale it by the metrics' calls and forwards to
+    """Time one image (:func:`time_one`), scale it by the metrics' calls and curves to
     ``total`` images and fit them to ``budget`` seconds."""
-    t_explain, t_forward, n_classes = time_one(clf, algo, first)
-    forwards = 4 * (opts["steps"] + 1)  # deletion + insertion, the map's and a random one's
-    per_image = t_explain * metric_calls(opts, n_classes) + t_forward * forwards
+    t_explain, t_curve, n_classes = time_one(clf, algo, first, opts["steps"])
+    # deletion + insertion, of the map and of a random order (once per image and run)
+    per_image = t_explain * metric_calls(opts, n_classes) + 4 * t_curve
     images, skipped = fit_budget(per_image, total, budget)
     return Estimate(algo.name, per_image, images, total, skipped)
 

@@ -77,7 +77,7 @@ def test_budget_subsamples_the_same_images_when_resumed(resnet20, cifar_files, t
                                                       monkeypatch):
     # one explanation "takes" 1 s and a forward 0: with SETTINGS a method makes
     # 1 + 1 + 2 + 3 = 7 explanation calls per image, so 7 s per image
-    monkeypatch.setattr(ev, "time_one", lambda clf, algo, first: (1.0, 0.0, 10))
+    monkeypatch.setattr(ev, "time_one", lambda clf, algo, first, steps: (1.0, 0.0, 10))
     seen = []
     table = evaluate(resnet20, cifar_files, methods=["saliency"], out_dir=tmp_path,
                      budget=13, on_estimates=seen.extend, **SETTINGS)
