@@ -108,6 +108,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     _torchvision_stub()
+    if not hasattr(np, "trapz"):  # Quantus 0.6 calls np.trapz, gone in NumPy 2
+        np.trapz = np.trapezoid
     clf, x = setup(args.assets)
     table = cases(clf, x, args.samples, args.steps)
     times: dict[str, dict[str, list[float]]] = {k: {"mindlens": [], "quantus": []}
