@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from . import methods
 from .explanation import Explanation
+from .metrics.input_dependence import input_independence_note
 from .model import Classifier, ImageLike
 from .targets import TargetLike, Targets
 
@@ -27,14 +29,21 @@ def explain(
     ``target``: ``None`` (the ``top_k`` predicted classes), a class index, one index per
     image, or a callable ``logits -> score per image``. ``layer`` is used by layer-based
     methods (``"auto"``: the last spatial feature map). Other keywords are the method's
-    parameters (see ``mindlens.methods.get(name).defaults``).
+    parameters (see ``mindlens.methods.get(name).defaults``). When different images of the
+    batch explained for the same class get the same map, ``extras["input_independent"]``
+    says so and a warning is issued (the map then does not depend on the image).
     """
     cls = methods.get(method)
     if "layer" in cls.defaults:
         params["layer"] = layer
     algo = cls(**params)
     x = classifier.preprocess(images)
-    return algo.explain(classifier, x, Targets(target, top_k))
+    expl = algo.explain(classifier, x, Targets(target, top_k))
+    note = input_independence_note(x, expl.maps, expl.targets)
+    if note:
+        expl.extras["input_independent"] = note
+        warnings.warn(f"{method}: {note}", stacklevel=2)
+    return expl
 
 
 def explain_all(

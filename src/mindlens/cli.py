@@ -203,7 +203,11 @@ def evaluate_cmd(
     ] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="number of demo images")] = 40,
     tolerance: Annotated[float | None, typer.Option(
-        help="pointing-game tolerance in pixels (default 15, 4 with --demo)")] = None,
+        help="pointing-game tolerance in pixels (default: 15 px at 224 px, proportionally "
+        "less for smaller inputs; 4 with --demo)")] = None,
+    budget: Annotated[float | None, typer.Option(
+        "--budget", help="seconds per method at most (estimated before the run): a method "
+        "that would take longer runs on as many images as fit, or is left out")] = None,
     colour_check: Annotated[bool | None, typer.Option(
         "--colour-check/--no-colour-check", help="grade 'colour bias' on the colour-shortcut "
         "benchmark (default: on with --demo)")] = None,
@@ -256,11 +260,21 @@ def evaluate_cmd(
                 tasks[method] = bar.add_task(method, total=total)
             bar.update(tasks[method], completed=done)
 
+        def show_estimates(estimates: list[Any]) -> None:
+            total = sum(e.seconds for e in estimates)
+            for e in estimates:
+                what = e.skipped or (f"about {e.seconds:.0f} s for {e.images} image(s)"
+                                     + (f" (of {e.total}, --budget)" if e.images < e.total
+                                        else ""))
+                err.print(f"  {e.method}: {what}", highlight=False)
+            err.print(f"estimated total: about {total / 60:.1f} min", highlight=False)
+
         table = evaluate(clf, images, mask_files, names, out_dir,
                          steps=steps, progress=progress, params=params,
-                         tolerance=15.0 if tolerance is None else tolerance,
-                         colour_check=bool(colour_check), overwrite=overwrite)
-    path = write_html(table, out_dir / "criteria.html", clf.name, len(images), **words)
+                         tolerance=tolerance, colour_check=bool(colour_check),
+                         overwrite=overwrite, budget=budget, on_estimates=show_estimates)
+    path = write_html(table, out_dir / "criteria.html", clf.name, len(images), **words,
+                      data_label="synthetic demo data" if demo else "your data")
     out.print(table.to_markdown(), highlight=False)
     out.print(f"wrote {path}", highlight=False)
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from . import methods as registry
 from . import metrics as M
 from .errors import InputError, MindlensError
+from .metrics._common import flat
 from .metrics.cost import ACCESS_LEVELS
 from .metrics.criteria import CriteriaTable, summarize
 from .model import Classifier, ImageLike
@@ -153,7 +156,13 @@ def method_info(algo: registry.Method, native_px: float) -> dict[str, Any]:
 def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
                   masks: list[torch.Tensor | None], ids: list[str],
                   opts: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-image metrics of one method on one batch, and the method's constant figures."""
+    """Per-image metrics of one method on one batch, and the method's constant figures.
+
+    Every score sits next to what a map that knows nothing would get on the same image
+    (``pointing_chance``, ``centre_hit``, ``mask_share``, ``random_deletion_auc``,
+    ``random_insertion_auc``); a flat map gets NaN where its score would be arbitrary
+    (``flat_map`` says so).
+    """
     expl = algo.explain(clf, x, Targets(None, 1))
     maps = expl.maps[:, 0].double()
     classes = expl.targets[:, 0]
@@ -163,22 +172,28 @@ def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
     seeds = [zlib.crc32(i.encode()) ^ opts["seed"] for i in ids]  # per image: batch-free
     rec: dict[str, torch.Tensor] = {
         "sparseness": M.sparseness(maps), "complexity": M.complexity(maps),
+        "flat_map": flat(maps).double(),
     }
     rec["normalised_entropy"] = rec["complexity"] / math.log(h * w)
     have = torch.tensor([m is not None for m in masks])
     if have.any():
         mk = torch.stack([m if m is not None else torch.zeros(h, w, dtype=torch.bool)
                           for m in masks]).to(maps.device)
-        loc = {"pointing_game": M.pointing_game(maps, mk, opts["tolerance"]),
+        tol = opts["tolerance"]
+        loc = {"pointing_game": M.pointing_game(maps, mk, tol),
                "energy_pointing_game": M.energy_pointing_game(maps, mk),
                "relevance_mass": M.relevance_mass_accuracy(maps, mk),
-               "relevance_rank": M.relevance_rank_accuracy(maps, mk), "iou": M.iou(maps, mk)}
+               "relevance_rank": M.relevance_rank_accuracy(maps, mk), "iou": M.iou(maps, mk),
+               "pointing_chance": M.pointing_chance(mk, tol),
+               "centre_hit": M.centre_hit(mk, tol), "mask_share": M.mask_share(mk)}
         rec.update({k: v.masked_fill(~have.to(v.device), float("nan")) for k, v in loc.items()})
     with clf.patched(), torch.no_grad():
         rec["deletion_auc"] = M.deletion_auc(clf, x, maps, opts["steps"], classes=classes,
                                              seed=seeds)
         rec["insertion_auc"] = M.insertion_auc(clf, x, maps, opts["steps"], classes=classes,
                                                seed=seeds)
+        rec["random_deletion_auc"], rec["random_insertion_auc"] = _random_order(
+            clf, x, classes, ids, seeds, opts)
     if opts["sensitivity_samples"]:
         sens = M.sensitivity(explain, clf, x, classes, n_samples=opts["sensitivity_samples"],
                              seed=seeds)
@@ -194,6 +209,9 @@ def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
         order = M.randomization.execution_order(clf, x)[-opts["sanity_layers"]:]
         rnd = M.cascading_randomization(explain, clf, x, classes, order, opts["seed"])
         rec["randomized_spearman"] = rnd.spearman_abs[-1]
+    if opts["sanity_layers"] and n > 1:  # the data side: maps of other images, same class
+        dep = M.input_dependence(explain, clf, x)
+        rec["input_spearman"], rec["input_identical"] = dep.spearman, dep.identical
     per_channel = expl.raw is not None and expl.raw.shape[2] > 1
     if per_channel:
         mass = expl.raw[:, 0].abs().flatten(2).sum(dim=2).double()  # [N, C]
@@ -211,6 +229,25 @@ def batch_records(clf: Classifier, algo: registry.Method, x: torch.Tensor,
     return out, info
 
 
+def _random_order(clf: Classifier, x: torch.Tensor, classes: torch.Tensor, ids: list[str],
+                  seeds: list[int], opts: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deletion/insertion AUC of a random pixel order per image, computed once per image
+    and run (``opts["random_order"]`` caches it across methods: same image, same class,
+    same seed give the same numbers)."""
+    cache: dict[tuple[str, int], tuple[float, float]] = opts.setdefault("random_order", {})
+    todo = [i for i, (k, c) in enumerate(zip(ids, classes.tolist(), strict=True))
+            if (k, c) not in cache]
+    if todo:
+        idx = torch.tensor(todo)
+        dels, ins = M.random_order_aucs(clf, x[idx], opts["steps"], classes=classes[idx],
+                                        seed=[seeds[i] for i in todo])
+        for j, i in enumerate(todo):
+            cache[(ids[i], int(classes[i]))] = (float(dels[j]), float(ins[j]))
+    got = [cache[(k, int(c))] for k, c in zip(ids, classes, strict=True)]
+    return (torch.tensor([g[0] for g in got], dtype=torch.float64),
+            torch.tensor([g[1] for g in got], dtype=torch.float64))
+
+
 def colour_figures(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The colour-shortcut benchmark of one method, or why it could not run there."""
     from .demo import colour
@@ -222,24 +259,115 @@ def colour_figures(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def chance_levels(masks: list[torch.Tensor], tolerance: float) -> dict[str, float]:
-    """What a map that knows nothing scores on these masks: ``pointing_game`` of a point
-    drawn uniformly (the share of pixels within ``tolerance`` of the mask) and
-    ``relevance_mass`` of a uniform map (the mask's share of the image), means over the
-    images with a non-empty mask; empty when there are none."""
+    """What a map that knows nothing scores on these masks, means over the images with a
+    non-empty mask (empty when there are none): ``pointing_game`` of a point drawn
+    uniformly (the share of pixels within ``tolerance`` of the mask), ``centre_point``
+    (the pointing game of a map peaking at the centre) and ``relevance_mass`` of a uniform
+    map (the mask's share of the image)."""
     masks = [m for m in masks if m.any()]
     if not masks:
         return {}
-    mk = torch.stack(masks).float()[:, None]
-    r = math.ceil(tolerance)
-    if r > 0:
-        off = torch.arange(-r, r + 1, dtype=torch.float32)
-        disc = ((off[:, None] ** 2 + off[None, :] ** 2) < tolerance ** 2).float()[None, None]
-        near = F.conv2d(mk, disc, padding=r)[:, 0] > 0
-    else:
-        near = mk[:, 0] > 0
-    return {"pointing_game": float(near.flatten(1).double().mean(1).mean()),
-            "relevance_mass": float(mk.flatten(1).double().mean(1).mean()),
-            "images": len(masks)}
+    mk = torch.stack(masks)
+    return {"pointing_game": float(M.pointing_chance(mk, tolerance).mean()),
+            "centre_point": float(M.centre_hit(mk, tolerance).mean()),
+            "relevance_mass": float(M.mask_share(mk).mean()),
+            "images": len(masks), "tolerance_px": float(tolerance)}
+
+
+@dataclass
+class Estimate:
+    """What one method will cost in this evaluation, measured on one image before the run:
+    ``seconds_per_image`` (the method's calls and the metrics' forwards), ``images`` it
+    will run on (fewer than asked when a budget subsamples), and ``skipped`` with the reason
+    when not even two images fit the budget."""
+
+    method: str
+    seconds_per_image: float
+    images: int
+    total: int
+    skipped: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_per_image * self.images
+
+
+def evaluation_params(clf: Classifier, name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a method runs with in an evaluation: the user's, plus for occlusion a
+    window of about 1/8 of the image and a stride of half of it (15 x 15 positions at any
+    input size) instead of the pixel-level default, which on a 32-px input means 961
+    forward passes per image and per metric re-run."""
+    out = dict(given)
+    if name == "occlusion" and out.get("window") is None:
+        side = min(clf.input_size)
+        out["window"] = max(2, round(side / 8))
+        out.setdefault("stride", max(1, out["window"] // 2))
+    return out
+
+
+def metric_calls(opts: Mapping[str, Any], n_classes: int) -> int:
+    """How many times the metrics explain each image, the first explanation included."""
+    return (1 + opts["sensitivity_samples"] + (2 if n_classes > 1 else 0)
+            + (opts["sanity_layers"] + 2 if opts["sanity_layers"] else 0))
+
+
+def time_one(clf: Classifier, algo: registry.Method, first: torch.Tensor, steps: int
+             ) -> tuple[float, float, int]:
+    """Seconds for one explanation of ``first`` (after a warm-up, so later timings are
+    steady), seconds for one deletion curve of it (one forward pass of ``steps + 1``
+    copies, as :func:`mindlens.metrics.deletion` sends them), and the number of outputs."""
+    algo.explain(clf, first, Targets(None, 1))  # warm-up
+    t0 = time.perf_counter()
+    algo.explain(clf, first, Targets(None, 1))
+    t_explain = time.perf_counter() - t0
+    with clf.patched(), torch.no_grad():
+        copies = first.expand(steps + 1, *first.shape[1:])
+        t0 = time.perf_counter()
+        logits = clf(copies)
+        t_curve = time.perf_counter() - t0
+    return t_explain, t_curve, int(logits.shape[1])
+
+
+def fit_budget(per_image: float, total: int, budget: float | None) -> tuple[int, str]:
+    """How many of ``total`` images fit ``budget`` seconds, and why a method is left out
+    when not even two do (``""`` otherwise)."""
+    if budget is None or per_image * total <= budget:
+        return total, ""
+    fit = int(budget // per_image)
+    if fit >= 2:
+        return fit, ""
+    return 0, (f"skipped: about {_duration(per_image * total)} for {total} image(s), more "
+               f"than the budget of {_duration(budget)} (not even 2 images fit)")
+
+
+def estimate(clf: Classifier, algo: registry.Method, first: torch.Tensor, total: int,
+             opts: Mapping[str, Any], budget: float | None) -> Estimate:
+    """Time one image (:func:`time_one`), scale it by the metrics' calls and curves to
+    ``total`` images and fit them to ``budget`` seconds."""
+    t_explain, t_curve, n_classes = time_one(clf, algo, first, opts["steps"])
+    # deletion + insertion, of the map and of a random order (once per image and run)
+    per_image = t_explain * metric_calls(opts, n_classes) + 4 * t_curve
+    images, skipped = fit_budget(per_image, total, budget)
+    return Estimate(algo.name, per_image, images, total, skipped)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def subsample(items: list[int], k: int) -> list[int]:
+    """``k`` of ``items`` spread evenly over them (deterministic: a resumed run picks the
+    same ones)."""
+    if k >= len(items):
+        return items
+    if k <= 0:
+        return []
+    step = len(items) / k
+    return [items[int(i * step)] for i in range(k)]
 
 
 def run_manifest(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
@@ -263,10 +391,12 @@ def run_manifest(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
 def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
              masks: Sequence[MaskLike] | None = None, methods: Sequence[str] | None = None,
              out_dir: str | Path | None = None, batch_size: int = 8, steps: int = 50,
-             tolerance: float = 15, sensitivity_samples: int = 5, sanity_layers: int = 3,
-             seed: int = 0, progress: Progress | None = None,
+             tolerance: float | None = None, sensitivity_samples: int = 5,
+             sanity_layers: int = 3, seed: int = 0, progress: Progress | None = None,
              params: Mapping[str, Mapping[str, Any]] | None = None,
-             colour_check: bool = False, overwrite: bool = False) -> CriteriaTable:
+             colour_check: bool = False, overwrite: bool = False,
+             budget: float | None = None,
+             on_estimates: Callable[[list[Estimate]], None] | None = None) -> CriteriaTable:
     """Evaluate ``methods`` (default: all registered) on ``images`` and return the criteria
     table; with ``out_dir`` every per-image record is saved at once and a rerun of the same
     evaluation resumes (another one is refused, unless ``overwrite``: see the module
@@ -275,9 +405,14 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
     ``masks``: one per image (``None`` where an image has no ground truth) as arrays,
     tensors or image files; resized to the input size with nearest neighbour. Methods that
     cannot run on this model appear as "not applicable" with the reason.
+    ``tolerance``: the pointing game's, in pixels (default: 15 px at 224, proportionally
+    less for smaller inputs, :func:`mindlens.metrics.default_tolerance`).
     ``progress(method, done, total)`` is called after each batch. ``params``: settings per
     method name (e.g. ``{"mace": {"unit": path}}``). ``colour_check``: also measure the
-    colour-shortcut AUROC (see the module docstring).
+    colour-shortcut AUROC (see the module docstring). Before the run every method is timed
+    on one image and ``on_estimates`` gets the estimates; ``budget`` (seconds per method)
+    subsamples a method that would take longer, evenly over the images, or leaves it out
+    when not even two images fit.
     """
     names = list(registry.names() if methods is None else methods)
     classes = {name: registry.get(name) for name in names}  # unknown names: InputError
@@ -289,6 +424,9 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
                          f"where an image has no mask")
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    if budget is not None and budget <= 0:
+        raise InputError(f"budget must be a positive number of seconds, got {budget}")
+    tolerance = M.default_tolerance(clf.input_size) if tolerance is None else tolerance
     ids = image_ids(images)
     mask_t = [load_mask(m, clf.input_size, ids[i]) for i, m in
               enumerate(masks if masks is not None else [None] * n)]
@@ -300,30 +438,44 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
     if out is not None:
         manifest = run_manifest(clf, images, masks, ids, names, {
             **opts, "batch_size": batch_size, "colour_check": colour_check,
-            "params": dict(params or {})})
+            "budget": budget, "params": {name: evaluation_params(clf, name, (params or {})
+                                                                 .get(name, {}))
+                                         for name in names}})
         journal = open_run(out, manifest, RESULTS, KEY, OUTPUTS, overwrite).journal
     table = CriteriaTable()
+    first = clf.preprocess(images[:1] if isinstance(images, torch.Tensor) else [images[0]])
+    plans: dict[str, tuple[registry.Method, list[int], Estimate] | str] = {}
     for name in names:
         try:
-            algo = classes[name](**dict((params or {}).get(name, {})))
+            algo = classes[name](**evaluation_params(
+                clf, name, (params or {}).get(name, {})))
             algo.check(clf)
+            est = estimate(clf, algo, first, n, opts, budget)
+            chosen = subsample(list(range(n)), est.images)  # the same set when resumed
+            plans[name] = (algo, chosen, est)
         except MindlensError as err:
-            table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})
+            plans[name] = str(err)
+    if on_estimates is not None:
+        on_estimates([p[2] for p in plans.values() if not isinstance(p, str)])
+    for name in names:
+        plan = plans[name]
+        if isinstance(plan, str):
+            table.rows.append({"method": name, "status": "not applicable", "reason": plan})
+            continue
+        algo, chosen, est = plan
+        if est.skipped:
+            table.rows.append({"method": name, "status": "not applicable",
+                               "reason": est.skipped})
             continue
         info: dict[str, Any] | None = None
         try:
-            first = clf.preprocess(images[:1] if isinstance(images, torch.Tensor)
-                                   else [images[0]])
-            warm = False
             # fixed batches: one cut off by a kill is computed whole again, so every image
-            # is always explained in the same company (bit-identical numbers on resume)
-            for start in range(0, n, batch_size):
-                idx = list(range(start, min(n, start + batch_size)))
+            # is always explained in the same company (bit-identical numbers on resume);
+            # the estimate above warmed the method up, so timings are steady
+            for start in range(0, len(chosen), batch_size):
+                idx = chosen[start:start + batch_size]
                 if all((name, ids[i], hashes[i]) in journal for i in idx):
                     continue
-                if not warm:
-                    algo.explain(clf, first, Targets(None, 1))  # so timings are steady
-                    warm = True
                 x = clf.preprocess([images[i] for i in idx] if not isinstance(
                     images, torch.Tensor) else images[idx])
                 recs, info = batch_records(clf, algo, x, [mask_t[i] for i in idx],
@@ -332,7 +484,7 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
                          **r} for i, r in zip(idx, recs, strict=True)]
                 journal.append(rows)
                 if progress is not None:
-                    progress(name, idx[-1] + 1, n)
+                    progress(name, start + len(idx), len(chosen))
             if info is None:  # everything was done before: constants from one image
                 info = batch_records(clf, algo, first, [None], ids[:1], {**opts, "steps": 1,
                                      "sensitivity_samples": 0, "sanity_layers": 0})[1]
@@ -343,7 +495,10 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
         except MindlensError as err:
             table.rows.append({"method": name, "status": "not applicable", "reason": str(err)})
             continue
-        mine = [r for r in journal.rows if r["method"] == name]
+        picked = {ids[i] for i in chosen}
+        mine = [r for r in journal.rows if r["method"] == name and r["image"] in picked]
+        info["subsampled"] = (f"{len(mine)} of {n} images (--budget)"
+                              if len(mine) < n and budget is not None else "")
         table.rows.append(summarize(name, mine, info))
     table.baselines = chance_levels([m for m in mask_t if m is not None], tolerance)
     if out is not None:

@@ -24,7 +24,7 @@ def test_evaluate_demo_writes_the_localization_section(tmp_path):
     assert "Localization" in html and "diseased eyes" in html
     assert re.search(r"Gradient saliency&#39;s strongest point fell within 4 px of a lesion "
                      r"in \d+% of diseased eyes", html)
-    assert "a point drawn at random would land there" in html
+    assert "a point drawn at random lands there" in html
     table = json.loads((out / "criteria.json").read_text())
     sal, cam = table["rows"]
     assert sal["figures"]["images"] == 4 and sal["figures"]["images_with_mask"] == 2
@@ -43,6 +43,7 @@ def test_chance_levels_by_hand():
     m[4, 4] = True
     base = chance_levels([m, torch.zeros(10, 10, dtype=torch.bool)], tolerance=1.5)
     # within distance < 1.5 of (4, 4): the 3x3 block; the empty mask is left out
+    # the centre of a 10x10 image is pixel (4, 4): a map peaking there hits
     assert base == pytest.approx({"pointing_game": 9 / 100, "relevance_mass": 1 / 100,
-                                  "images": 1})
+                                  "centre_point": 1.0, "images": 1, "tolerance_px": 1.5})
     assert chance_levels([m], 0)["pointing_game"] == 1 / 100

@@ -41,3 +41,15 @@ def empty_to_nan(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Set the score of every image whose mask is empty to NaN (undefined, not 0)."""
     empty = ~masks.flatten(1).any(dim=1)
     return scores.masked_fill(empty, float("nan"))
+
+
+def flat(maps: torch.Tensor) -> torch.Tensor:
+    """True per image whose map is constant ``[N]``: it ranks no pixel above another."""
+    f = maps.flatten(1)
+    return f.amax(dim=1) == f.amin(dim=1)
+
+
+def flat_to_nan(scores: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Set the score of every image whose map is flat to NaN (undefined, not a number
+    decided by which pixel comes first)."""
+    return scores.masked_fill(flat(maps).to(scores.device), float("nan"))

@@ -1,9 +1,18 @@
-"""The seed's eight criteria as measured figures and ++/+/0/- grades from stated thresholds.
+"""The seed's eight criteria, plus faithfulness, as measured figures and ++/+/0/- grades
+from stated thresholds.
 
 Each criterion has one headline figure (mean over the evaluated images) and a grade from
 the thresholds in :data:`THRESHOLDS`; the thresholds are part of every saved table so the
 report can print them next to the grades. Where a criterion needs humans or a controlled
 experiment that was not run, the table says which automatic proxy stands in for it.
+
+Grades that a map could earn by luck are graded on the margin over chance on the same
+images: the pointing game against the better of a random point and the centre point,
+faithfulness against a random pixel order. A number that is undefined (a flat map, no
+masks, a chance level that leaves no room) is "n/a" with the reason, never a NaN or a
+division by zero. A method whose maps do not depend on the input (the data side of the
+sanity check) gets "-" for detail and robustness and at most "0" elsewhere, whatever its
+figures say.
 """
 
 from __future__ import annotations
@@ -17,7 +26,15 @@ GRADES = ("++", "+", "0", "-")
 
 CRITERIA = ("degree of detail", "class discrimination", "implementation effort",
             "intuitive interpretability", "model agnosticism", "robustness",
-            "real-time capability", "colour bias")
+            "real-time capability", "colour bias", "faithfulness")
+
+#: the sanity check's cuts: model side (Spearman after randomising the top layers, Adebayo
+#: et al. 2018 §3) and data side (median Spearman between maps of different images for the
+#: same class, :mod:`mindlens.metrics.input_dependence`)
+MODEL_RANDOMISATION_CUT = 0.7
+INPUT_DEPENDENCE_CUT = 0.9
+#: a chance level above this leaves no room for a method to show anything
+CHANCE_CEILING = 0.95
 
 
 @dataclass(frozen=True)
@@ -58,16 +75,21 @@ THRESHOLDS: dict[str, Threshold] = {
         "Model-specific settings a user must supply (a layer: 1; per-layer rules: 2; a "
         "trained add-on: 3)."),
     "intuitive interpretability": Threshold(
-        "pointing_game", (0.8, 0.6, 0.4), False,
-        "Proxy, not a user study: pointing-game hit rate on the expert masks; without masks "
-        "the normalised entropy (complexity / log(pixels)) graded <= 0.85/0.9/0.95."),
+        "pointing_margin", (0.6, 0.4, 0.2), False,
+        "Proxy, not a user study: the pointing game's margin over chance on the expert "
+        "masks, (hit rate - chance) / (1 - chance), chance being the better of a random "
+        "point and the centre point on the same images (0 = no better than chance, 1 = "
+        "always on the mask); without masks the normalised entropy (complexity / "
+        "log(pixels), 1 = a uniform map) graded <= 0.85/0.9/0.95."),
     "model agnosticism": Threshold(
         "access_rank", (0, 1, 2), True,
         "Access needed: 0 black box, 1 gradients, 2 a layer, 3 per-layer rules, 4 training."),
     "robustness": Threshold(
         "max_sensitivity", (0.2, 0.5, 1.0), True,
-        "Relative max-sensitivity (Yeh et al. 2019); a method that fails the randomisation "
-        "sanity check (Spearman > 0.7 after randomising the top layers) gets at most 0."),
+        "Relative max-sensitivity (Yeh et al. 2019); a method that fails the model "
+        "randomisation check (Spearman > 0.7 after randomising the top layers) gets at "
+        "most 0, one whose maps do not depend on the input (median Spearman >= 0.9 between "
+        "maps of different images for the same class) gets -."),
     "real-time capability": Threshold(
         "ms_per_image", (33, 100, 1000), True,
         "Milliseconds per image and class on the machine that ran the evaluation "
@@ -83,6 +105,11 @@ THRESHOLDS: dict[str, Threshold] = {
         "(n/a) unless the evaluation ran the colour check (mindlens evaluate "
         "--colour-check, on by default "
         "with --demo)."),
+    "faithfulness": Threshold(
+        "faithfulness_margin", (0.2, 0.1, 0.03), False,
+        "Insertion AUC minus deletion AUC (Petsiuk et al. 2018: probability of the class as "
+        "the most relevant pixels come back / go first) minus the same for a random pixel "
+        "order on the same images: 0 = the map orders pixels no better than chance."),
 }
 
 NORMALISED_ENTROPY = Threshold("normalised_entropy", (0.85, 0.9, 0.95), True,
@@ -91,9 +118,9 @@ NORMALISED_ENTROPY = Threshold("normalised_entropy", (0.85, 0.9, 0.95), True,
 
 @dataclass
 class CriteriaTable:
-    """One row per method: ``figures`` (all measured means), ``grades`` and ``measured``
-    (the figure each grade is based on) per criterion; or ``status="not applicable"`` with
-    ``reason``."""
+    """One row per method: ``figures`` (all measured means), ``grades``, ``measured`` (the
+    figure each grade is based on) and ``reasons`` (why a grade is n/a) per criterion; or
+    ``status="not applicable"`` with ``reason``."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: chance levels of the localisation metrics on the evaluated masks (see
@@ -103,8 +130,9 @@ class CriteriaTable:
         default_factory=lambda: {k: t.describe() for k, t in THRESHOLDS.items()})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"criteria": list(CRITERIA), "rows": self.rows, "thresholds": self.thresholds,
-                "baselines": self.baselines}
+        """JSON-ready: an undefined number is ``None``, never NaN."""
+        return _json_safe({"criteria": list(CRITERIA), "rows": self.rows,
+                           "thresholds": self.thresholds, "baselines": self.baselines})
 
     def to_markdown(self) -> str:
         head = "| method | " + " | ".join(CRITERIA) + " |"
@@ -119,14 +147,126 @@ class CriteriaTable:
         return "\n".join(lines)
 
 
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
 def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3g}"
+    return str(v)
+
+
+def _values(records: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in records if r.get(key) not in (None, "")
+            and not math.isnan(float(r[key]))]
 
 
 def _mean(records: Sequence[Mapping[str, Any]], key: str) -> float:
-    vals = [float(r[key]) for r in records if r.get(key) not in (None, "")
-            and not math.isnan(float(r[key]))]
+    vals = _values(records, key)
     return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _paired(records: Sequence[Mapping[str, Any]], a: str, b: str) -> list[tuple[float, float]]:
+    """``(a, b)`` of the images where both are defined."""
+    out = []
+    for r in records:
+        if r.get(a) in (None, "") or r.get(b) in (None, ""):
+            continue
+        x, y = float(r[a]), float(r[b])
+        if not (math.isnan(x) or math.isnan(y)):
+            out.append((x, y))
+    return out
+
+
+def margin_over_chance(value: float, chance: float) -> float:
+    """``(value - chance) / (1 - chance)``: 0 at chance, 1 at perfect, negative below
+    chance; NaN when chance leaves no room (>= :data:`CHANCE_CEILING`)."""
+    if math.isnan(value) or math.isnan(chance) or chance >= CHANCE_CEILING:
+        return float("nan")
+    return (value - chance) / (1 - chance)
+
+
+def chance_figures(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each localisation and faithfulness figure's chance level, measured on the very
+    images the figure was measured on, and the margins that the grades use."""
+    f: dict[str, float] = {}
+    hits = _paired(records, "pointing_game", "pointing_chance")
+    centre = _paired(records, "pointing_game", "centre_hit")
+    f["pointing_chance"] = sum(c for _, c in hits) / len(hits) if hits else float("nan")
+    f["centre_point"] = sum(c for _, c in centre) / len(centre) if centre else float("nan")
+    hit_rate = sum(h for h, _ in hits) / len(hits) if hits else float("nan")
+    f["pointing_baseline"] = max(f["pointing_chance"], f["centre_point"]) if hits else \
+        float("nan")
+    f["pointing_margin"] = margin_over_chance(hit_rate, f["pointing_baseline"])
+    mass = _paired(records, "relevance_mass", "mask_share")
+    f["mass_chance"] = sum(c for _, c in mass) / len(mass) if mass else float("nan")
+    f["mass_margin"] = (margin_over_chance(sum(m for m, _ in mass) / len(mass),
+                                           f["mass_chance"]) if mass else float("nan"))
+    faith = [(r, float(r["insertion_auc"]) - float(r["deletion_auc"])
+              - float(r["random_insertion_auc"]) + float(r["random_deletion_auc"]))
+             for r in records
+             if all(r.get(k) not in (None, "") for k in ("insertion_auc", "deletion_auc",
+                                                           "random_insertion_auc",
+                                                           "random_deletion_auc"))]
+    faith = [(r, v) for r, v in faith if not math.isnan(v)]
+    f["faithfulness_margin"] = (sum(v for _, v in faith) / len(faith) if faith
+                                else float("nan"))
+    f["random_deletion_auc"] = _mean(records, "random_deletion_auc")
+    f["random_insertion_auc"] = _mean(records, "random_insertion_auc")
+    return f
+
+
+def sanity(figures: Mapping[str, Any]) -> tuple[str, str]:
+    """The sanity check's verdict (``pass``, ``fail`` or ``n/a``) and its reason in words,
+    from both sides: the model (randomised top layers) and the data (other images)."""
+    model, data = figures["randomized_spearman"], figures["input_spearman"]
+    fails = []
+    if not math.isnan(data) and data >= INPUT_DEPENDENCE_CUT:
+        fails.append(f"its maps barely depend on the image (maps of different images for "
+                     f"the same class correlate at {data:.2f})")
+    if not math.isnan(model) and model > MODEL_RANDOMISATION_CUT:
+        fails.append(f"its maps barely change when the model's top layers are randomised "
+                     f"(Spearman {model:.2f})")
+    if fails:
+        return "fail", "; ".join(fails)
+    if math.isnan(model) and math.isnan(data):
+        return "n/a", "not measured"
+    return "pass", ""
+
+
+#: figures that rank or compare the pixels of a map (undefined for flat maps)
+MAP_FIGURES = ("pointing_margin", "class_spearman", "max_sensitivity", "faithfulness_margin",
+               "normalised_entropy")
+
+
+def _na_reason(figure: str, figures: Mapping[str, Any],
+               records: Sequence[Mapping[str, Any]]) -> str:
+    """Why ``figure`` is undefined, in words."""
+    n = len(records)
+    flat = sum(1 for r in records if r.get("flat_map") == 1.0)
+    if n and flat == n and figure in MAP_FIGURES:
+        return "every map was flat (the same value everywhere), so it ranks no pixel"
+    if figure in ("pointing_margin", "pointing_game"):
+        if not figures.get("images_with_mask"):
+            return "no image had an expert mask"
+        if figures.get("pointing_baseline", 0) >= CHANCE_CEILING:
+            return (f"a point drawn at random already hits in "
+                    f"{figures['pointing_baseline']:.0%} of the images at this tolerance: "
+                    f"the masks leave no room to tell methods apart")
+    if figure == "class_spearman":
+        return "the model has a single output, or the maps were flat"
+    if figure == "max_sensitivity":
+        return "not measured, or the maps were zero (relative sensitivity is undefined)"
+    if figure == "colour_auroc":
+        return "the colour check was not run (mindlens evaluate --colour-check)"
+    return "not measured on these images"
 
 
 def summarize(method: str, records: Sequence[Mapping[str, Any]],
@@ -140,14 +280,13 @@ def summarize(method: str, records: Sequence[Mapping[str, Any]],
     keys = ("pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank",
             "iou", "sparseness", "complexity", "normalised_entropy", "deletion_auc",
             "insertion_auc", "max_sensitivity", "avg_sensitivity", "class_spearman",
-            "class_ssim", "randomized_spearman", "ms_per_image", "forward", "backward",
-            "colour_share")
+            "class_ssim", "randomized_spearman", "input_spearman", "input_identical",
+            "ms_per_image", "forward", "backward", "colour_share", "flat_map")
     figures: dict[str, Any] = {k: _mean(records, k) for k in keys}
     figures.update(dict(info))
     figures["images"] = len(records)
-    figures["images_with_mask"] = sum(
-        1 for r in records if r.get("pointing_game") not in (None, "")
-        and not math.isnan(float(r["pointing_game"])))
+    figures["images_with_mask"] = len(_values(records, "pointing_chance"))
+    figures.update(chance_figures(records))
     basis = {c: THRESHOLDS[c] for c in CRITERIA}
     if figures["images_with_mask"] == 0:
         basis["intuitive interpretability"] = NORMALISED_ENTROPY
@@ -159,10 +298,21 @@ def summarize(method: str, records: Sequence[Mapping[str, Any]],
     if figures["colour_auroc"] == "cannot show":
         grades["colour bias"] = "-"
     measured = {c: {"figure": t.figure, "value": figures[t.figure]} for c, t in basis.items()}
-    sanity = figures["randomized_spearman"]
-    figures["sanity_check"] = ("n/a" if math.isnan(sanity) else
-                               "pass" if sanity <= 0.7 else "fail")
-    if figures["sanity_check"] == "fail" and grades["robustness"] in ("++", "+"):
+    figures["sanity_check"], figures["sanity_reason"] = sanity(figures)
+    reasons = {c: _na_reason(t.figure, figures, records) for c, t in basis.items()
+               if grades[c] == "n/a"}
+    data = figures["input_spearman"]
+    if not math.isnan(data) and data >= INPUT_DEPENDENCE_CUT:
+        # a map that ignores the image explains nothing: no column may praise it
+        for c in CRITERIA:
+            if c in ("degree of detail", "robustness"):
+                grades[c] = "-"
+            elif grades[c] in ("++", "+"):
+                grades[c] = "0"
+            else:
+                continue
+            reasons[c] = "its maps do not depend on the input (sanity check failed)"
+    elif figures["sanity_check"] == "fail" and grades["robustness"] in ("++", "+"):
         grades["robustness"] = "0"
     return {"method": method, "status": "ok", "reason": "", "figures": figures,
-            "grades": grades, "measured": measured}
+            "grades": grades, "measured": measured, "reasons": reasons}

@@ -5,7 +5,9 @@ Pixels are ordered by decreasing relevance (ties broken at random with a fixed s
 Deletion replaces them, ``ceil(H*W / steps)`` per step, by a substrate (zeros in model
 space); insertion starts from a blurred copy and puts the original pixels back. The curve is
 the softmax probability of the class predicted on the clean image; the score is the area
-under it on [0, 1] by the trapezoid rule, ``(Σ s_i - s_0/2 - s_N/2) / N``. Low deletion AUC
+under it on [0, 1] by the trapezoid rule, ``(Σ s_i - s_0/2 - s_N/2) / N``. A flat map
+orders no pixel before another: its AUC is NaN (a random order is :func:`random_order_aucs`'s
+baseline, not the map's score). Low deletion AUC
 and high insertion AUC mean the map ranks pixels the way the model uses them.
 """
 
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ._common import check_maps
+from ._common import check_maps, flat_to_nan
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 Seed = int | Sequence[int]
@@ -101,7 +103,7 @@ def _curves(model: ModelFn, start: torch.Tensor, finish: torch.Tensor, maps: tor
             batch = torch.where(switched, finish[i:i + 1], start[i:i + 1])
             probs = model(batch).softmax(dim=1)[:, classes[i]]
             curves[i, lo:lo + len(k)] = probs.double()
-    return Curves(auc(curves), curves, classes)
+    return Curves(flat_to_nan(auc(curves), maps), curves, classes)
 
 
 def deletion(model: ModelFn, images: torch.Tensor, maps: torch.Tensor, steps: int = 100,
@@ -141,3 +143,17 @@ def insertion_auc(model: ModelFn, images: torch.Tensor, maps: torch.Tensor, step
                   **kwargs: object) -> torch.Tensor:
     """Insertion AUC per image ``[N]``; see :func:`insertion`."""
     return insertion(model, images, maps, steps, **kwargs).auc  # type: ignore[arg-type]
+
+
+def random_order_aucs(model: ModelFn, images: torch.Tensor, steps: int = 100,
+                      classes: torch.Tensor | None = None, seed: Seed = 0,
+                      **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deletion and insertion AUC ``[N]`` of a map that knows nothing: pixels in a random
+    order (a map of uniform noise drawn from ``seed``). The chance level that a method's
+    faithfulness is graded against, on the same images, class and substrate."""
+    gens = generators(seed, len(images))
+    noise = torch.stack([torch.rand(images.shape[2:], generator=g, dtype=torch.float64)
+                         for g in gens]).to(images.device)
+    return (deletion(model, images, noise, steps, classes=classes, seed=seed, **kwargs).auc,
+            insertion(model, images, noise, steps, classes=classes, seed=seed,
+                      **kwargs).auc)

@@ -2,16 +2,20 @@
 
 All take ``maps`` float ``[N, H, W]`` (one 2-D map per image, at input resolution) and
 ``masks`` bool ``[N, H, W]`` (ground truth; the union of boxes for box annotations) and
-return one score per image ``[N]``; an empty mask gives NaN. Average with
+return one score per image ``[N]``; an empty mask gives NaN, and so does a flat (constant)
+map for the metrics that rank pixels (its "strongest point" is arbitrary). Average with
 ``torch.nanmean`` and report how many images were NaN.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from ..errors import InputError
-from ._common import check_masks, empty_to_nan
+from ._common import check_masks, empty_to_nan, flat_to_nan
 
 
 def argmax_points(maps: torch.Tensor) -> torch.Tensor:
@@ -45,7 +49,7 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15
     d2 = dr[:, :, None] + dc[:, None, :]
     d2 = d2.masked_fill(~masks, float("inf")).flatten(1).min(dim=1).values
     hit = (d2 < float(tolerance) ** 2) | (d2 == 0)
-    return empty_to_nan(hit.double(), masks)
+    return flat_to_nan(empty_to_nan(hit.double(), masks), maps)
 
 
 def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -87,7 +91,7 @@ def relevance_rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Te
     in_mask = m.gather(1, order)
     rank = torch.arange(flat.shape[1], device=flat.device)[None, :]
     hits = (in_mask & (rank < k[:, None])).sum(dim=1).double()
-    return empty_to_nan(hits / k.clamp_min(1).double(), masks)
+    return flat_to_nan(empty_to_nan(hits / k.clamp_min(1).double(), masks), maps)
 
 
 def iou(maps: torch.Tensor, masks: torch.Tensor, fraction: float = 0.15) -> torch.Tensor:
@@ -106,4 +110,48 @@ def iou(maps: torch.Tensor, masks: torch.Tensor, fraction: float = 0.15) -> torc
     m = masks.flatten(1)
     inter = (sel & m).sum(dim=1).double()
     union = (sel | m).sum(dim=1).double()
-    return empty_to_nan(inter / union.clamp_min(1), masks)
+    return flat_to_nan(empty_to_nan(inter / union.clamp_min(1), masks), maps)
+
+
+def near_mask(masks: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Bool ``[N, H, W]``: the pixels a pointing-game point may land on and still hit, i.e.
+    within ``tolerance`` of the mask (``d < tolerance``, or on the mask)."""
+    r = math.ceil(tolerance)
+    mk = masks.double()[:, None]
+    if r == 0:
+        return masks.clone()
+    off = torch.arange(-r, r + 1, dtype=torch.float64, device=masks.device)
+    disc = ((off[:, None] ** 2 + off[None, :] ** 2) < tolerance ** 2).double()[None, None]
+    return (F.conv2d(mk, disc, padding=r)[:, 0] > 0) | masks
+
+
+def pointing_chance(masks: torch.Tensor, tolerance: float = 15) -> torch.Tensor:
+    """What a point drawn uniformly at random scores in the pointing game, per image
+    ``[N]``: the share of pixels within ``tolerance`` of the mask (NaN for an empty mask).
+    A map of noise points at such a point; so does any map that knows nothing."""
+    if tolerance < 0:
+        raise InputError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    near = near_mask(masks, tolerance)
+    return empty_to_nan(near.flatten(1).double().mean(dim=1), masks)
+
+
+def centre_hit(masks: torch.Tensor, tolerance: float = 15) -> torch.Tensor:
+    """The pointing game of a map that always peaks at the image centre (the "center
+    baseline" of Zhang et al. 2016), per image ``[N]``: 1.0 or 0.0, NaN for an empty mask."""
+    _, h, w = masks.shape
+    centre = torch.zeros(1, h, w, dtype=torch.float64, device=masks.device)
+    centre[0, (h - 1) // 2, (w - 1) // 2] = 1.0
+    return pointing_game(centre.expand(len(masks), h, w), masks, tolerance)
+
+
+def mask_share(masks: torch.Tensor) -> torch.Tensor:
+    """The share of the image a mask covers, per image ``[N]`` (NaN for an empty mask): the
+    relevance mass accuracy of a uniform map, the chance level of relevance mass."""
+    return empty_to_nan(masks.flatten(1).double().mean(dim=1), masks)
+
+
+def default_tolerance(size: tuple[int, ...]) -> float:
+    """The pointing-game tolerance for an input of ``size`` pixels ``(H, W)``: 15 px at
+    224 px (Zhang et al.'s setting), proportionally less for smaller inputs, so that the
+    disc it allows covers the same share of the image."""
+    return 15.0 * min(size[-2:]) / 224.0

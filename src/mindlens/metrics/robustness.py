@@ -5,7 +5,9 @@ NeurIPS 2019).
 ``SENS_max = max_{δ} ||Φ(x + δ) - Φ(x)|| / ||Φ(x)||`` and ``SENS_avg`` the mean, over
 ``n_samples`` draws of ``δ ~ U[-r, r]`` per input element (an L∞ ball of radius ``r`` in
 model space), Frobenius norms of the 2-D maps, explained for the class predicted on the
-clean input. ``relative=False`` drops the division by ``||Φ(x)||``.
+clean input. ``relative=False`` drops the division by ``||Φ(x)||``; with it, a flat zero map
+``Φ(x) = 0`` gives NaN (undefined), never a division by zero. All noisy copies go to the
+method in one call (methods bound their own memory by chunking).
 """
 
 from __future__ import annotations
@@ -67,21 +69,23 @@ def sensitivity(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
     gens = generators(seed, len(x))
     base = explain(clf, x, classes).flatten(1).double()
     denom = base.norm(dim=1) if relative else torch.ones(len(base), dtype=torch.float64)
-    samples = torch.full((len(x), n_samples), float("nan"), dtype=torch.float64)
-    for s in range(n_samples):
+    noise = []
+    for _ in range(n_samples):  # drawn sample by sample, as Quantus draws them
         if isinstance(seed, int):
-            noise = uniform_noise(x.shape, r, gens[0], x.dtype)
+            noise.append(uniform_noise(x.shape, r, gens[0], x.dtype))
         else:
-            noise = torch.stack([uniform_noise(x.shape[1:], r, g, x.dtype) for g in gens])
-        noise = noise.to(x.device)
-        xn = x + noise
-        maps = explain(clf, xn, classes).flatten(1).double()
-        value = (maps - base).norm(dim=1) / denom
-        if skip_changed:
-            with torch.no_grad():
-                changed = clf.predict(xn).argmax(dim=1) != predicted
-            value = value.masked_fill(changed, float("nan"))
-        samples[:, s] = value.cpu()
+            noise.append(torch.stack([uniform_noise(x.shape[1:], r, g, x.dtype)
+                                      for g in gens]))
+    # every noisy copy in one call (the method chunks it): [n_samples * N, ...]
+    xn = (x[None] + torch.stack(noise).to(x.device)).flatten(0, 1)
+    maps = explain(clf, xn, classes.repeat(n_samples)).flatten(1).double()
+    diff = (maps.view(n_samples, len(x), -1) - base[None]).norm(dim=2)  # [S, N]
+    value = (diff / denom[None]).masked_fill(denom[None] == 0, float("nan"))
+    if skip_changed:
+        with torch.no_grad():
+            changed = clf.predict(xn).argmax(dim=1).view(n_samples, len(x)) != predicted
+        value = value.masked_fill(changed, float("nan"))
+    samples = value.T.cpu().contiguous()
     return Sensitivity(samples.nan_to_num(float("-inf")).max(dim=1).values
                        .masked_fill(samples.isnan().all(dim=1), float("nan")),
                        samples.nanmean(dim=1), samples, r)
