@@ -166,9 +166,10 @@ class Occlusion(Method):
     same function of the model, and their results differ by floating-point rounding only
     (a layer recomputed on a smaller region, channels-last, or another batch size runs
     other kernels). On the asset models and photos the incremental map equalled
-    ``"exact"`` run in batches bit for bit, and differed from ``"exact"`` at its CPU
-    default of one copy per pass (224 x 224) by at most 1.3e-5 of the map's maximum: as
-    much as ``"exact"`` differs from itself between batch sizes (1.4e-5). ``"auto"``
+    ``"exact"`` run in batches bit for bit at 2 threads (1.4e-5 of the map's maximum off
+    at 1 thread), and differed from ``"exact"`` at its CPU default of one copy per pass
+    (224 x 224) by at most 1.3e-5: as much as ``"exact"`` differs from itself between
+    batch sizes (1.4e-5). ``"auto"``
     checks this on every call: ``check_windows`` windows per image (default 3: the one
     with the largest drop, the first and the last) also run through the whole model, and
     their drops must agree within :data:`CHECK_TOLERANCE` (1e-4) of the image's largest
