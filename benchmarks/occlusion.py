@@ -5,7 +5,7 @@ On mobilenet_v2 at 224x224 (window 16, stride 8, baseline 0 in model space: 27 x
 window positions), times per image:
 
 - mindlens ``occlusion`` in its default mode (``"auto"``: the exact map through the
-  incremental engine, checked on 8 windows against the whole model), ``mode="exact"``
+  incremental engine, checked on 3 windows against the whole model), ``mode="exact"``
   (every window through the whole model, batched, inference mode), ``"incremental"``
   (Krypton-style, same map, unchecked) and ``"approximate"`` (Krypton's adaptive
   drill-down in bfloat16, and in float32; its error against the exact map is measured
