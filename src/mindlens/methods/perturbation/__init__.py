@@ -25,19 +25,29 @@ from .area_occlusion import AreaOcclusion
 from .sensitivity import baseline_sensitivity
 from .occlusion import Occlusion
 from .scoring import (
+    BASELINE_NAMES,
+    SCORES,
+    Build,
     Drops,
+    Fill,
     auto_batch_size,
     baseline_param,
+    batch_layout,
     check_baseline,
     check_batch_size,
     check_image_or_volume,
     check_score,
+    class_scores,
+    gaussian_blur,
     resolve_baseline,
     score_drops,
 )
 
+# the shared helpers (what ``methods/perturbation.py`` held) are importable from here too
 __all__ = [
-    "AreaOcclusion", "Drops", "Occlusion", "area_occlusion", "auto_batch_size", "baseline_param",
-    "baseline_sensitivity", "check_baseline", "check_batch_size", "check_image_or_volume",
-    "check_score", "occlusion", "resolve_baseline", "score_drops",
+    "BASELINE_NAMES", "SCORES", "AreaOcclusion", "Build", "Drops", "Fill", "Occlusion",
+    "area_occlusion", "auto_batch_size", "baseline_param", "baseline_sensitivity",
+    "batch_layout", "check_baseline", "check_batch_size", "check_image_or_volume",
+    "check_score", "class_scores", "gaussian_blur", "occlusion", "resolve_baseline",
+    "score_drops",
 ]
