@@ -51,7 +51,7 @@ MODES = ("auto", "exact", "incremental", "approximate")
 CHECK_TOLERANCE = 1e-4
 #: default ``check_windows`` per mode: an incremental window costs about a tenth of a
 #: whole-model pass, so each whole-model check window costs about 2 % of the default
-#: mode's time on mobilenet_v2 at 224 px (729 windows; 6-7 % for the 3, measured)
+#: mode's time on mobilenet_v2 at 224 px (729 windows; 6-11 % for the 3, measured)
 CHECK_WINDOWS = {"auto": 3, "approximate": 8}
 #: copies per pass in the incremental modes for a 3 x 224 x 224 input (fewer for larger
 #: inputs, at least 8): large batches amortise the per-operation overhead of the patch
