@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Occlusion speed: mindlens (exact, incremental, approximate) against Captum.
+"""Occlusion speed: mindlens (default, exact, incremental, approximate) against Captum.
 
 On mobilenet_v2 at 224x224 (window 16, stride 8, baseline 0 in model space: 27 x 27 = 729
 window positions), times per image:
 
-- mindlens ``occlusion`` in ``mode="exact"`` (batched perturbations, inference mode),
-  ``"incremental"`` (Krypton-style, same map) and ``"approximate"`` (Krypton's adaptive
+- mindlens ``occlusion`` in its default mode (``"auto"``: the exact map through the
+  incremental engine, checked on 3 windows against the whole model), ``mode="exact"``
+  (every window through the whole model, batched, inference mode), ``"incremental"``
+  (Krypton-style, same map, unchecked) and ``"approximate"`` (Krypton's adaptive
   drill-down in bfloat16, and in float32; its error against the exact map is measured
   and printed, next to the error the mode measures itself);
 - Captum ``Occlusion`` with ``perturbations_per_eval`` 1 and 16 (same windows, same
@@ -14,10 +16,12 @@ window positions), times per image:
   SLIC label map (about 48 superpixels).
 
 Every case runs ``--repeat`` times, the cases taking turns (so that a slow phase of the
-machine hits all of them alike), and the median is reported. Runs that exceed ``--cap``
-seconds are stopped from a forward pre-hook and the full time is extrapolated from the
-per-sample time and the known number of model evaluations, as ``../shared/bench/peers.py``
-does (marked ``*``). Benchmarks are not tests: nothing here asserts a time.
+machine hits all of them alike), and the median is reported. Peer runs that exceed
+``--cap`` seconds are stopped from a forward pre-hook and the full time is extrapolated
+from the per-sample time and the known number of model evaluations, as
+``../shared/bench/peers.py`` does (marked ``*``); mindlens cases always run to the end.
+``--only REGEX`` runs the cases whose name matches (the Captum Occlusion cases always
+run: they are the reference). Benchmarks are not tests: nothing here asserts a time.
 
     PYTHONPATH=src MINDLENS_ASSETS=../shared/assets python benchmarks/occlusion.py --cap 30
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -49,15 +54,18 @@ class Meter:
         self.module, self.cap = module, cap
         self.samples = 0
         self.start = 0.0
+        self.capping = True
 
     def hook(self, _module: Any, inputs: tuple[Any, ...]) -> None:
-        if time.perf_counter() - self.start > self.cap:
+        if self.capping and time.perf_counter() - self.start > self.cap:
             raise Capped
         self.samples += int(inputs[0].shape[0])
 
-    def run(self, fn: Callable[[], Any], total: int) -> tuple[float, bool, Any]:
+    def run(self, fn: Callable[[], Any], total: int, capping: bool = True
+            ) -> tuple[float, bool, Any]:
         """Seconds for the whole job (extrapolated if capped), capped?, result."""
         handle = self.module.register_forward_pre_hook(self.hook)
+        self.capping = capping
         self.samples = 0
         self.start = time.perf_counter()
         try:
@@ -91,6 +99,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per case (median reported)")
     ap.add_argument("--assets", default=os.environ.get("MINDLENS_ASSETS", "../shared/assets"))
     ap.add_argument("--skip-captum", action="store_true")
+    ap.add_argument("--only", default=None, help="regex: run only the matching cases "
+                    "(and Captum Occlusion), e.g. 'default|exact'")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -120,15 +130,18 @@ def main() -> None:
     cases: list[tuple[str, Callable[[], Any], int]] = []
 
     def case(name: str, fn: Callable[[], Any], total: int) -> None:
-        cases.append((name, fn, total))
+        if args.only is None or re.search(args.only, name) or "Occlusion ppe" in name:
+            cases.append((name, fn, total))
 
     occ = {"window": 16, "stride": 8, "baseline": "zero", "border": "truncate"}
     tgt = Targets(target)
     print(f"mobilenet_v2 224x224, {torch.get_num_threads()} threads; one forward "
           f"{fwd * 1000:.1f} ms; {n_windows} windows; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-    case("mindlens occlusion exact", lambda: Occlusion(**occ).explain(clf, x, tgt),
+    case("mindlens occlusion default (auto)", lambda: Occlusion(**occ).explain(clf, x, tgt),
          n_windows + 1)
+    case("mindlens occlusion exact", lambda: Occlusion(mode="exact", **occ).explain(
+        clf, x, tgt), n_windows + 1)
     case("mindlens occlusion incremental",
          lambda: Occlusion(mode="incremental", **occ).explain(clf, x, tgt), n_windows + 1)
     approx_names = {"mindlens occlusion approximate": "auto",
@@ -167,7 +180,8 @@ def main() -> None:
     results: dict[str, Any] = {}
     for rep in range(args.repeat):
         for name, fn, total in cases:
-            seconds, was_capped, result = meter.run(fn, total)
+            seconds, was_capped, result = meter.run(fn, total,
+                                                    capping=not name.startswith("mindlens"))
             times[name].append(seconds)
             capped[name] = capped.get(name, False) or was_capped
             results.setdefault(name, result)
@@ -178,6 +192,7 @@ def main() -> None:
                      "min_ms": min(times[name]) * 1000, "capped": capped[name]})
     exact = results.get("mindlens occlusion exact")
     inc = results.get("mindlens occlusion incremental")
+    auto = results.get("mindlens occlusion default (auto)")
     approx = {name: results.get(name) for name in approx_names}
 
     by_name = {r["name"]: r["ms"] for r in rows}
@@ -199,10 +214,16 @@ def main() -> None:
     if fa and area:
         print(f"\narea_occlusion vs FeatureAblation ppe=1 on the same {n_regions} regions: "
               f"{fa / area:.2f}x")
+    if auto is not None:
+        path = auto.extras["exact_path"]
+        print(f"default: ran on the {path['engine']} path; its check on "
+              f"{path.get('check_windows', 0)} windows: max |drop difference| "
+              f"{path.get('max_abs_difference', float('nan')):.2e} (tolerance "
+              f"{path.get('tolerance', float('nan')):.2e}); note: {path['note']}")
     if exact is not None:
         ref = exact.maps
         scale = float(ref.abs().max())
-        for name, e in [("incremental", inc), *approx.items()]:
+        for name, e in [("default", auto), ("incremental", inc), *approx.items()]:
             if e is None:
                 continue
             err = float((e.maps - ref).abs().max()) / scale

@@ -112,7 +112,7 @@ def test_explain_with_baselines_adds_a_sensitivity_figure(setup):
         "baseline_sensitivity"]
     assert sens["baselines"] == ["zero", "mean", "blur", "0.5"] and len(sens["pairs"]) == 6
     # the numbers are the correlations of the maps the library computes
-    from mindlens.methods.perturbation.occlusion import baseline_sensitivity
+    from mindlens.methods.perturbation.sensitivity import baseline_sensitivity
     from mindlens.model_card import load_model
 
     clf = load_model(card)

@@ -111,7 +111,7 @@ def explain_cmd(
     volumes)."""
     from . import sensitivity
     from .api import explain
-    from .methods.perturbation.occlusion import baseline_sensitivity
+    from .methods.perturbation.sensitivity import baseline_sensitivity
     from .model_card import load_model
     from .report import Report
 

@@ -3,7 +3,7 @@ occluding value (zero, the image mean, a blurred copy, a grey level).
 
 Zeiler & Fergus (2014) occlude with a grey square; the choice is arbitrary, and a model
 may react to the fill itself (to a brain-MRI model a grey or black patch can look like
-atrophy or a lesion). :func:`mindlens.methods.perturbation.occlusion.baseline_sensitivity` runs
+atrophy or a lesion). :func:`mindlens.methods.perturbation.sensitivity.baseline_sensitivity` runs
 occlusion once per baseline and correlates the maps; this module turns its result into a
 report figure, a plain-language caption and JSON numbers.
 """

@@ -26,10 +26,11 @@ def test_volume_occlusion_modes_agree_and_model_untouched():
     before = fingerprint(clf.module)
     maps = {mode: mindlens.explain(clf, x, "occlusion", window=4, stride=2, mode=mode,
                                    score="logit").maps
-            for mode in ("exact", "incremental")}
+            for mode in ("exact", "incremental", "auto")}
     assert_untouched(before, clf.module)
     assert maps["exact"].shape == (2, 1, 8, 8, 8)
     torch.testing.assert_close(maps["incremental"], maps["exact"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(maps["auto"], maps["exact"], rtol=0, atol=1e-12)
     # one window per octant (window = stride = 4): the map is constant on each octant and
     # equals occluding that octant by hand
     e = mindlens.explain(clf, x[:1], "occlusion", window=4, stride=4, score="logit")

@@ -11,7 +11,9 @@ from torch import nn
 
 import mindlens
 from mindlens.errors import InputError
-from mindlens.methods.perturbation.occlusion import Occlusion, baseline_sensitivity, window_starts
+from mindlens.methods.perturbation.occlusion import Occlusion
+from mindlens.methods.perturbation.sensitivity import baseline_sensitivity
+from mindlens.methods.perturbation.windows import window_starts
 from mindlens.targets import Targets
 
 from ...conftest import assert_untouched, fingerprint

@@ -1,9 +1,11 @@
 """The perturbation family: methods that change the input and watch the class score,
 using nothing but the model's outputs (so they also run on black boxes and TorchScript).
 
-- :mod:`.occlusion`: sliding-window occlusion (Zeiler & Fergus 2014), its modes (the
+- :mod:`.occlusion`: sliding-window occlusion (Zeiler & Fergus 2014) and its modes (the
   default ``"auto"``: the exact map through the incremental engine where the model
-  allows it) and :func:`~.occlusion.baseline_sensitivity`;
+  allows it); :mod:`.windows`: its window grid and the aggregation of the windows'
+  drops into a pixel map; :mod:`.sensitivity`: how much the map depends on
+  the occluding value;
 - :mod:`.area_occlusion`: occlusion of whole regions (Rieke et al. 2018);
 - :mod:`.scoring`: what they share (the watched score, the occluding value, the
   memory-bounded loop that records the score drops);
@@ -20,21 +22,32 @@ Lower precision (bfloat16 copies of a model) is not specific to this family and 
 # importing registers the methods, in the order the CLI and reports list them
 from . import occlusion, area_occlusion  # noqa: I001
 from .area_occlusion import AreaOcclusion
-from .occlusion import Occlusion, baseline_sensitivity
+from .sensitivity import baseline_sensitivity
+from .occlusion import Occlusion
 from .scoring import (
+    BASELINE_NAMES,
+    SCORES,
+    Build,
     Drops,
+    Fill,
     auto_batch_size,
     baseline_param,
+    batch_layout,
     check_baseline,
     check_batch_size,
     check_image_or_volume,
     check_score,
+    class_scores,
+    gaussian_blur,
     resolve_baseline,
     score_drops,
 )
 
+# the shared helpers (what ``methods/perturbation.py`` held) are importable from here too
 __all__ = [
-    "AreaOcclusion", "Drops", "Occlusion", "area_occlusion", "auto_batch_size", "baseline_param",
-    "baseline_sensitivity", "check_baseline", "check_batch_size", "check_image_or_volume",
-    "check_score", "occlusion", "resolve_baseline", "score_drops",
+    "BASELINE_NAMES", "SCORES", "AreaOcclusion", "Build", "Drops", "Fill", "Occlusion",
+    "area_occlusion", "auto_batch_size", "baseline_param", "baseline_sensitivity",
+    "batch_layout", "check_baseline", "check_batch_size", "check_image_or_volume",
+    "check_score", "class_scores", "gaussian_blur", "occlusion", "resolve_baseline",
+    "score_drops",
 ]

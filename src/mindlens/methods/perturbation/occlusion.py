@@ -12,7 +12,6 @@ outputs.
 from __future__ import annotations
 
 import itertools
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -42,9 +41,8 @@ from .scoring import (
     resolve_baseline,
     score_drops,
 )
+from .windows import AGGREGATIONS, BORDERS, aggregate, indicator, per_axis, window_starts
 
-BORDERS = ("cover", "truncate")
-AGGREGATIONS = ("mean", "sum", "max")
 MODES = ("auto", "exact", "incremental", "approximate")
 #: ``mode="auto"``: the incremental drops of the check windows may differ from the whole
 #: model's by float32 rounding (recomputing a layer on a smaller region rounds
@@ -52,8 +50,8 @@ MODES = ("auto", "exact", "incremental", "approximate")
 #: about 7x the largest difference seen on the asset models and photos
 CHECK_TOLERANCE = 1e-4
 #: default ``check_windows`` per mode: an incremental window costs about a tenth of a
-#: whole-model pass, so each whole-model check window costs ~1.4 % of the default mode's
-#: time on mobilenet_v2 at 224 px (729 windows)
+#: whole-model pass, so each whole-model check window costs about 2 % of the default
+#: mode's time on mobilenet_v2 at 224 px (729 windows; 6-11 % for the 3, measured)
 CHECK_WINDOWS = {"auto": 3, "approximate": 8}
 #: copies per pass in the incremental modes for a 3 x 224 x 224 input (fewer for larger
 #: inputs, at least 8): large batches amortise the per-operation overhead of the patch
@@ -66,78 +64,6 @@ def incremental_batch_size(x: torch.Tensor) -> int:
     """The default number of copies per pass in the incremental modes for inputs like
     ``x``."""
     return max(8, min(INCREMENTAL_BATCH, INCREMENTAL_VALUES // max(1, x[0].numel())))
-
-
-def _per_axis(value: Any, name: str) -> tuple[int, ...] | None:
-    """``None``, a positive int, or a tuple of positive ints -> a tuple (or None)."""
-    if value is None:
-        return None
-    values = (value,) if isinstance(value, int) else tuple(value)
-    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1
-                         for v in values):
-        raise InputError(
-            f"{name} must be a positive integer or one per spatial axis, e.g. 16 or (16, 16); "
-            f"got {value!r}" + (" (a stride of 0 would never move the window)"
-                               if name == "stride" else "")
-        )
-    return values
-
-
-def window_starts(size: int, window: int, stride: int, border: str) -> list[int]:
-    """Start index of each window along one axis.
-
-    ``"cover"``: ``0, s, 2s, ...`` while the window fits, plus a last window flush with the
-    border if the image would otherwise have uncovered pixels. ``"truncate"`` (Captum):
-    ``0, s, ..., ceil((size - k) / s) * s``; the last window may stick out and is cut.
-    """
-    if border == "truncate":
-        return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
-    starts = list(range(0, size - window + 1, stride))
-    if starts[-1] != size - window:
-        starts.append(size - window)
-    return starts
-
-
-def indicator(size: int, window: int, starts: Sequence[int], like: torch.Tensor
-              ) -> torch.Tensor:
-    """``[n_windows, size]``: 1 where window ``p`` covers index ``i``."""
-    idx = torch.arange(size, device=like.device)
-    s = torch.tensor(list(starts), device=like.device)[:, None]
-    return ((idx >= s) & (idx < s + window)).to(like.dtype)
-
-
-def aggregate(grid: torch.Tensor, ind: Sequence[torch.Tensor], how: str) -> torch.Tensor:
-    """Pixel map ``[B, T, *spatial]`` from the window grid ``[B, T, *n]``.
-
-    Windows form a product over the axes, so the sum over the windows covering a pixel is
-    a chain of matrix products with the per-axis indicators. Pixels that no window covers
-    (only when ``stride > window``) are NaN.
-    """
-    dims = grid.dim() - 2
-    if how == "max":
-        out = torch.full((*grid.shape[:2], *(m.shape[1] for m in ind)), -math.inf,
-                         dtype=grid.dtype, device=grid.device)
-        for pos in itertools.product(*(range(m.shape[0]) for m in ind)):
-            sl = tuple(m[p].nonzero().flatten() for m, p in zip(ind, pos, strict=True))
-            sl = tuple(slice(int(s[0]), int(s[-1]) + 1) for s in sl)
-            region = out[(slice(None), slice(None), *sl)]
-            torch.maximum(region, grid[(slice(None), slice(None), *pos)]
-                          .view(*grid.shape[:2], *([1] * dims)), out=region)
-        return out.masked_fill(out == -math.inf, math.nan)
-    total = grid
-    for axis, m in enumerate(ind):
-        total = torch.tensordot(total.movedim(2 + axis, -1), m, dims=1).movedim(-1, 2 + axis)
-    count = _count(ind)
-    if how == "sum":
-        return total.masked_fill(count == 0, math.nan)
-    return total / count.masked_fill(count == 0, math.nan)
-
-
-def _count(ind: Sequence[torch.Tensor]) -> torch.Tensor:
-    count = ind[0].sum(0)
-    for m in ind[1:]:
-        count = count[..., None] * m.sum(0)
-    return count
 
 
 @register
@@ -166,9 +92,10 @@ class Occlusion(Method):
     same function of the model, and their results differ by floating-point rounding only
     (a layer recomputed on a smaller region, channels-last, or another batch size runs
     other kernels). On the asset models and photos the incremental map equalled
-    ``"exact"`` run in batches bit for bit, and differed from ``"exact"`` at its CPU
-    default of one copy per pass (224 x 224) by at most 1.3e-5 of the map's maximum: as
-    much as ``"exact"`` differs from itself between batch sizes (1.4e-5). ``"auto"``
+    ``"exact"`` run in batches bit for bit at 2 threads (1.4e-5 of the map's maximum off
+    at 1 thread), and differed from ``"exact"`` at its CPU default of one copy per pass
+    (224 x 224) by at most 1.3e-5: as much as ``"exact"`` differs from itself between
+    batch sizes (1.4e-5). ``"auto"``
     checks this on every call: ``check_windows`` windows per image (default 3: the one
     with the largest drop, the first and the last) also run through the whole model, and
     their drops must agree within :data:`CHECK_TOLERANCE` (1e-4) of the image's largest
@@ -212,8 +139,8 @@ class Occlusion(Method):
 
     def validate(self) -> None:
         p = self.params
-        self._window = _per_axis(p["window"], "window")
-        self._stride = _per_axis(p["stride"], "stride")
+        self._window = per_axis(p["window"], "window")
+        self._stride = per_axis(p["stride"], "stride")
         check_baseline(p["baseline"])
         check_score(p["score"])
         check_batch_size(p["batch_size"])
@@ -478,62 +405,3 @@ def _subset(fill: Fill, build: Build, chosen: Sequence[Sequence[int]]
     def build_some(image: int, rows: Sequence[int]) -> Any:
         return build(image, [chosen[image][r] for r in rows])
     return fill_some, build_some
-
-
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of flattened maps ``[B, T, ...]`` -> ``[B, T]`` (NaN when one
-    map is constant)."""
-    a = a.flatten(2).double()
-    b = b.flatten(2).double()
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    denom = a.norm(dim=-1) * b.norm(dim=-1)
-    return (a * b).sum(-1) / denom.masked_fill(denom == 0, math.nan)
-
-
-def _ranks(a: torch.Tensor) -> torch.Tensor:
-    flat = a.flatten(2)
-    return flat.argsort(-1).argsort(-1).to(torch.float64)
-
-
-def baseline_sensitivity(clf: Classifier, x: Any, baselines: Sequence[Any],
-                         target: Any = None, top_k: int = 1, **params: Any
-                         ) -> dict[str, Any]:
-    """How much the occlusion map changes with the occluding value.
-
-    Runs :class:`Occlusion` once per baseline (same window, stride, score, targets) and
-    compares every pair of maps per image and target with the Pearson correlation of the
-    pixel values and the Spearman rank correlation. Returns::
-
-        {"baselines": [names], "explanations": {name: Explanation},
-         "pairs": [{"a": name, "b": name, "pearson": [[per image, per target]],
-                    "spearman": [[...]], "mean_pearson": float, "mean_spearman": float}],
-         "min_pearson": float}
-
-    A low ``min_pearson`` means the map depends on the arbitrary choice of the occluding
-    value (Zeiler & Fergus' grey square looks like atrophy on an MRI, for instance) and
-    should be read with care.
-    """
-    if len(baselines) < 2:
-        raise InputError("baseline sensitivity needs at least two baselines, e.g. zero,mean,blur")
-    if not isinstance(x, torch.Tensor) or x.dim() == 4:
-        x = clf.preprocess(x)
-    names = [b if isinstance(b, str) else repr(b) if isinstance(b, (int, float))
-             else f"baseline {i}" for i, b in enumerate(baselines)]
-    classes = None
-    explanations: dict[str, Explanation] = {}
-    for name, base in zip(names, baselines, strict=True):
-        t = Targets(target, top_k) if classes is None else Targets(classes)
-        e = Occlusion(baseline=base, **params).explain(clf, x, t)
-        classes = e.targets if target is None or not callable(target) else None
-        explanations[name] = e
-    pairs = []
-    for a, b in itertools.combinations(names, 2):
-        ma, mb = explanations[a].maps, explanations[b].maps
-        pear = _pearson(ma, mb)
-        spear = _pearson(_ranks(ma), _ranks(mb))
-        pairs.append({"a": a, "b": b, "pearson": pear.tolist(), "spearman": spear.tolist(),
-                      "mean_pearson": float(pear.nanmean()),
-                      "mean_spearman": float(spear.nanmean())})
-    return {"baselines": names, "explanations": explanations, "pairs": pairs,
-            "min_pearson": min(p["mean_pearson"] for p in pairs)}
