@@ -265,3 +265,23 @@ def test_ablationcam_equals_pytorch_grad_cam(asset: str, layer: str, fixture: st
     peak = float(theirs.amax())
     assert peak > 0
     torch.testing.assert_close(ours.maps[:, 0].double(), theirs, rtol=0, atol=1e-5 * peak)
+
+
+def test_the_new_cams_get_a_criteria_row_from_evaluate(lenet: mindlens.Classifier,
+                                                       one_thread) -> None:
+    from mindlens.evaluate import evaluate
+    from mindlens.metrics.criteria import CRITERIA
+
+    from ..conftest import asset_images
+
+    names = ["gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam",
+             "ablationcam"]
+    x = lenet.preprocess(asset_images("foolbox/cifar10_0[0-1]*.png"))
+    table = evaluate(lenet, x, methods=names, steps=4, sensitivity_samples=2,
+                     sanity_layers=2, batch_size=2)
+    assert [row["method"] for row in table.rows] == names
+    for row in table.rows:
+        assert row["status"] == "ok", row
+        assert set(row["grades"]) == set(CRITERIA)
+        assert row["figures"]["native_px_per_cell"] == 32 * 32 / 100  # conv2: 10x10
+        assert f"| {row['method']} |" in table.to_markdown()
