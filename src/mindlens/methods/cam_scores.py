@@ -19,7 +19,7 @@ from ..explanation import Cost, Explanation
 from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Needs, register, upsample
-from .cam import LayerCapture, _LayerMethod
+from .cam import GradCAM, LayerCapture, _LayerMethod
 
 SCORES = ("logit", "prob", "log_prob")
 WEIGHTS = ("softmax_over_channels", "score", "score_minus_baseline")
@@ -137,7 +137,6 @@ class ScoreCAM(_LayerMethod):
         name, layer = self.resolve_layer(clf, x)
         preview = p["top_channels"] is not None
         if preview:  # Grad-CAM contributions rank the channels (needs one backward pass)
-            from .cam import GradCAM
             A, grads, logits, classes, _, _ = GradCAM(layer=name).layer_gradients(
                 clf, x, targets)
             contribution = (grads.flatten(3).mean(3) * A.flatten(2).sum(2)[:, None])
@@ -172,8 +171,7 @@ class ScoreCAM(_LayerMethod):
                 else:
                     channels = torch.arange(K, device=A.device)
                 for idx in _chunks(channels, p["batch_size"]):
-                    up = F.interpolate(A[b:b + 1, idx].float() if A.dtype == torch.float16
-                                       else A[b:b + 1, idx], size=size, mode="bilinear",
+                    up = F.interpolate(A[b:b + 1, idx], size=size, mode="bilinear",
                                        align_corners=p["align_corners"])[0]
                     lo = up.flatten(1).amin(1)
                     hi = up.flatten(1).amax(1)
