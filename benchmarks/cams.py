@@ -142,6 +142,7 @@ def main() -> None:
             t0 = time.perf_counter()
             run()
             times[key].append(time.perf_counter() - t0)
+            print(f"  {key}: {times[key][-1]:.2f} s", file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     fw = med["forward"]
     print(f"mobilenet_v2 224x224, 1 image, layer {layer!r}, {args.repeat} rounds, "
