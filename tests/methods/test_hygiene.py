@@ -14,7 +14,8 @@ import mindlens
 from ..conftest import assert_untouched, fingerprint, load_asset
 
 # the methods of the foundation; later families test their own hygiene the same way
-ALL = ["saliency", "guided_backprop", "deconvnet", "gradcam", "cam", "guided_gradcam"]
+ALL = ["saliency", "guided_backprop", "deconvnet", "gradcam", "cam", "guided_gradcam",
+       "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "ablationcam"]
 
 
 class Flaky(nn.Module):
@@ -94,7 +95,12 @@ def test_model_untouched_when_forward_raises(method: str) -> None:
                 assert "boom" in str(err)
             except mindlens.NotApplicableError:
                 assert method == "cam"
-            assert raised or net.calls < fail_at  # it raised whenever the forward ran
+            # it raised whenever the forward ran; ablationcam's third forward (after the
+            # layer search and the clean pass) probes whether the model takes more rows after
+            # the layer than before, and a probe that raises is retried with the image
+            # repeated (so a one-off error there is absorbed)
+            retried = method == "ablationcam" and fail_at == 3
+            assert raised or net.calls < fail_at or retried
             assert_clean(before, net)
 
 

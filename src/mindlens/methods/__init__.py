@@ -7,6 +7,7 @@
 
 # importing registers the methods (in this order: the order the CLI and reports list them)
 from . import cam, gradient, lrp, mace  # noqa: F401, I001
+from . import cam_variants, cam_scores  # noqa: F401  (Grad-CAM variants, Score/Ablation-CAM)
 from .perturbation import occlusion, area_occlusion  # noqa: F401  (perturbation family last)
 from .base import Method, Needs, get, names, register
 
