@@ -283,7 +283,8 @@ CAPTUM_RULES = {"left": "riemann_left", "right": "riemann_right", "middle": "rie
 def test_ig_equals_captum_float64(rule: str) -> None:
     """Captum IntegratedGradients(model, multiply_by_inputs=True).attribute(x, baselines=b,
     target=t, n_steps=n, method=m, internal_batch_size=None | 3B,
-    return_convergence_delta=True), float64 model; mindlens rule=<same rule>, node_dtype="captum"."""
+    return_convergence_delta=True), float64 model; mindlens the same rule with
+    node_dtype="captum"."""
     from captum.attr import IntegratedGradients
     clf = clf_of(smooth_net())
     x = randn(2, 3, 8, 8, seed=13)
