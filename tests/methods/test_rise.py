@@ -171,3 +171,21 @@ def test_equals_naive_loop_over_stored_masks(resnet20) -> None:
     sal /= n * p1
     torch.testing.assert_close(e.maps[:, 0].double(), sal, rtol=0,
                                atol=1e-5 * float(sal.abs().max()))
+
+
+def test_model_that_rejects_channels_last_runs_contiguous() -> None:
+    class ViewNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(z).view(z.shape[0], -1))
+
+    torch.manual_seed(0)
+    clf = mindlens.Classifier(ViewNet().eval(), (8, 8))
+    x = torch.randn(2, 3, 8, 8)
+    e = mindlens.explain(clf, x, "rise", target=1, n_masks=30, s=2, batch_size=8)
+    ref = mindlens.explain(clf, x[:1], "rise", target=1, n_masks=30, s=2, batch_size=1)
+    torch.testing.assert_close(e.maps[:1], ref.maps, rtol=1e-5, atol=1e-6)

@@ -204,11 +204,13 @@ class Rise(Method):
 def _forward(clf: Classifier, batch: torch.Tensor, layout: list[torch.memory_format]
              ) -> torch.Tensor:
     """``clf(batch)``; a model that rejects channels-last batches (a ``.view`` on an
-    activation) gets contiguous ones from then on."""
+    activation) gets contiguous ones from then on. Other errors are raised as they are."""
     if layout[0] == torch.contiguous_format:
         return clf(batch)
     try:
         return clf(batch)
-    except RuntimeError:
+    except RuntimeError as err:
+        if not any(w in str(err) for w in ("view size", "stride", "contiguous")):
+            raise
         layout[0] = torch.contiguous_format
         return clf(batch.contiguous())
