@@ -21,6 +21,7 @@ from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Method, Needs, reduce_channels, register
 from .gradient import input_gradients
+from .layout import Layout
 from .perturbation import BASELINE_NAMES, baseline_param, resolve_baseline
 
 RULES = ("gauss_legendre", "left", "right", "middle", "trapezoid", "captum_trapezoid")
@@ -204,7 +205,8 @@ def path_gradients(clf: Classifier, x: torch.Tensor, base: torch.Tensor,
     """``sum_k w_k grad S_t(b + alpha_k (x - b))`` for every target: ``[B, T, *x.shape[1:]]``.
 
     Rows ``(node k, image i)`` are laid out node-major as in Captum and run ``chunk`` at a
-    time (``None``: all at once); one backward per chunk and target.
+    time (``None``: all at once), channels-last on a CPU; one backward per chunk and
+    target.
     """
     b, n_t, n = x.shape[0], classes.shape[1], len(nodes)
     rows = n * b
@@ -213,14 +215,20 @@ def path_gradients(clf: Classifier, x: torch.Tensor, base: torch.Tensor,
     w = torch.tensor(weights, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
     shape = (-1,) + (1,) * (x.dim() - 1)
     out = torch.zeros((b, n_t, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    layout = Layout(x)
     with torch.enable_grad():
         for t in range(n_t):
             for start in range(0, rows, chunk):
                 r = torch.arange(start, min(start + chunk, rows), device=x.device)
                 k, i = r // b, r % b
-                pts = (base[i] + alpha[k].view(shape) * (x[i] - base[i])).requires_grad_(True)
-                score = targets.scores(clf(pts), classes[i, t : t + 1])
-                (g,) = torch.autograd.grad(score.sum(), pts)
+                cls = classes[i, t : t + 1]
+
+                def grad(pts: torch.Tensor) -> torch.Tensor:
+                    pts = pts.requires_grad_(True)
+                    score = targets.scores(clf(pts), cls)  # noqa: B023 (called at once)
+                    return torch.autograd.grad(score.sum(), pts)[0]
+
+                g = layout.call(grad, base[i] + alpha[k].view(shape) * (x[i] - base[i]))
                 out[:, t].index_add_(0, i, g * w[k].view(shape))
     return out
 

@@ -20,6 +20,7 @@ from ..model import Classifier
 from ..targets import Targets, probabilities
 from . import base as registry
 from .base import REDUCTIONS, Method, Needs, reduce_channels, register
+from .layout import Layout
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 RANGES = ("image", "box", "absolute")
@@ -123,6 +124,7 @@ class SmoothGrad(Method):
         sigma = self.sigmas(clf, x).expand(b, *([-1] * (x.dim() - 1)))
         n, step = p["n"], p["batch_size"]
         noise = _noise_stream(p, x, sigma)
+        layout = Layout(x)
         mean = m2 = None
         done = 0
         cost = Cost(forward=1)
@@ -136,7 +138,8 @@ class SmoothGrad(Method):
             if p["include_clean"] and start + k == n:
                 noisy.view(b, k, *x.shape[1:])[:, -1] = x
             rows = Targets(classes.repeat_interleave(k, dim=0)) if inner is None else inner
-            e = self.base.explain(clf, noisy, rows)
+            e = layout.call(lambda batch: self.base.explain(clf, batch, rows),  # noqa: B023
+                            noisy)
             if e.raw is None:
                 raise InputError(f"smoothgrad needs an input-space base method (one whose "
                                  f"attributions have the input's shape); {self.base.name} "
@@ -145,7 +148,7 @@ class SmoothGrad(Method):
             first = first or e
             cost.forward += k * e.cost.forward  # passes per image: k copies of each
             cost.backward += k * e.cost.backward
-            a = e.raw.double().view(b, k, *e.raw.shape[1:])
+            a = e.raw.double().reshape(b, k, *e.raw.shape[1:])
             c_mean = a.mean(1)
             c_m2 = (a - c_mean[:, None]).pow(2).sum(1)
             if mean is None:
