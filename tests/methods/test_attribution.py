@@ -310,17 +310,25 @@ def test_ig_equals_captum_float64(rule: str) -> None:
 def test_ig_equals_captum_on_asset_models(name, request) -> None:
     """Captum IntegratedGradients(model).attribute(x.clone(), target=t, n_steps=4,
     method="gausslegendre", internal_batch_size=4) with the zero baseline, float32 eval
-    model; mindlens n_steps=4, internal_batch_size=3 (other chunks than Captum's); raw
-    attributions within 1e-5 of their max. One image on mobilenet_v2 (224 px) for time."""
+    model; mindlens n_steps=4, internal_batch_size=3 (other chunks than Captum's),
+    channels_last=False (the kernels Captum's ordinary batches run); raw attributions
+    within 1e-5 of their max. The default channels-last batches run other kernels, and a
+    ReLU6 gradient flips where a pre-activation sits on a kink: that map is checked
+    against the same one (Pearson r > 0.999, max error < 2 % of the max). One image on
+    mobilenet_v2 (224 px) for time."""
     from captum.attr import IntegratedGradients
     clf = request.getfixturevalue(name)
     b = 1 if name == "mobilenet_v2" else 2
     x = randn(b, 3, *clf.input_size, seed=15).float()
     t = torch.tensor([3, 9][:b])
-    ours = mindlens.explain(clf, x, "integrated_gradients", target=t.tolist(), n_steps=4,
-                            internal_batch_size=3, delta_tolerance=10.0)
+    kw = {"target": t.tolist(), "n_steps": 4, "internal_batch_size": 3,
+          "delta_tolerance": 10.0}
+    ours = mindlens.explain(clf, x, "integrated_gradients", channels_last=False, **kw)
     peer = IntegratedGradients(clf.module).attribute(
         x.clone(), target=t + clf.logit_offset, n_steps=4, method="gausslegendre",
         internal_batch_size=4).detach()
-    torch.testing.assert_close(ours.raw[:, 0], peer, rtol=0,
-                               atol=1e-5 * float(peer.abs().max()))
+    scale = float(peer.abs().max())
+    torch.testing.assert_close(ours.raw[:, 0], peer, rtol=0, atol=1e-5 * scale)
+    fast = mindlens.explain(clf, x, "integrated_gradients", **kw).raw[:, 0]
+    assert float((fast - peer).abs().max()) < 0.02 * scale
+    assert float(torch.corrcoef(torch.stack([fast.flatten(), peer.flatten()]))[0, 1]) > 0.999

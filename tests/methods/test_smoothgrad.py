@@ -176,8 +176,9 @@ def test_equals_captum_noise_tunnel_float64(base: str, kind: str) -> None:
 def test_equals_captum_noise_tunnel_on_asset_models(name, request) -> None:
     """Captum NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=3,
     nt_samples_batch_size=2, stdevs=0.3, target=t, abs=False) after torch.manual_seed(1),
-    float32 eval model; mindlens noise_stream="captum" with the same seed. The raw
-    (input-shaped) maps within 1e-5 of their max."""
+    float32 eval model; mindlens noise_stream="captum" with the same seed and
+    channels_last=False (Captum's kernels; see test_attribution for the channels-last
+    default). The raw (input-shaped) maps within 1e-5 of their max."""
     from captum.attr import NoiseTunnel, Saliency
     clf = request.getfixturevalue(name)
     x = randn(1, 3, *clf.input_size, seed=8).float()
@@ -187,6 +188,7 @@ def test_equals_captum_noise_tunnel_on_asset_models(name, request) -> None:
         target=4 + clf.logit_offset, abs=False).detach()
     torch.manual_seed(1)
     ours = mindlens.explain(clf, x, "smoothgrad", target=4, n=3, batch_size=2,
-                            noise_range="absolute", sigma=0.3, noise_stream="captum")
+                            noise_range="absolute", sigma=0.3, noise_stream="captum",
+                            channels_last=False)
     torch.testing.assert_close(ours.raw[:, 0], peer, rtol=0,
                                atol=1e-5 * float(peer.abs().max()))

@@ -1,7 +1,9 @@
 """Memory layout of the many-copies batches of path, noise and mask methods (integrated
 gradients, smoothgrad, rise): channels-last on CPU, where oneDNN runs convolutional models
-on such batches 1.3-2x faster, with the same results up to rounding; a model that cannot
-take it (a ``.view`` on an activation) gets contiguous batches from then on."""
+on such batches 1.3-2x faster, with the same results up to rounding (gradients of ReLU
+networks can differ more where a pre-activation sits on a kink: ``channels_last=False``
+runs the kernels of ordinary batches, for comparisons with other libraries); a model that
+cannot take it (a ``.view`` on an activation) gets contiguous batches from then on."""
 
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ LAYOUT_ERRORS = ("view size", "stride", "contiguous")
 class Layout:
     """The layout for batches like ``x``; :meth:`call` falls back to contiguous once."""
 
-    def __init__(self, x: torch.Tensor) -> None:
-        self.format = batch_layout(x)
+    def __init__(self, x: torch.Tensor, channels_last: bool = True) -> None:
+        self.format = batch_layout(x) if channels_last else torch.contiguous_format
 
     def call(self, fn: Callable[[torch.Tensor], T], batch: torch.Tensor) -> T:
         """``fn(batch)`` with ``batch`` in this layout; other errors are raised as they are."""

@@ -130,7 +130,8 @@ class Rise(Method):
     reference = "Petsiuk, Das, Saenko 2018, arXiv:1806.07421"
     defaults: dict[str, Any] = {"n_masks": 6000, "s": 8, "p1": 0.1, "score": "prob",
                                 "fill": "zero", "blur_sigma": 5.0, "border": "mirror",
-                                "seed": 0, "batch_size": None, "mask_recipe": "mindlens"}
+                                "seed": 0, "batch_size": None, "mask_recipe": "mindlens",
+                                "channels_last": True}
 
     def validate(self) -> None:
         p = self.params
@@ -163,7 +164,7 @@ class Rise(Method):
         zero_fill = isinstance(p["fill"], str) and p["fill"] == "zero"
         per_pass = p["batch_size"] or (CPU_BATCH if x.device.type == "cpu" else GPU_BATCH)
         k_max = max(1, per_pass // b)
-        layout = Layout(x)
+        layout = Layout(x, bool(p["channels_last"]))
         n = len(masks)
         with clf.patched(), torch.inference_mode():
             logits = clf(x)

@@ -57,7 +57,7 @@ class SmoothGrad(Method):
         "base": "saliency", "base_params": {}, "kind": "smoothgrad", "n": 50,
         "noise_level": 0.15, "noise_range": "image", "sigma": None, "seed": 0,
         "batch_size": 16, "clip_to_box": False, "include_clean": False, "ddof": 0,
-        "noise_stream": "mindlens", "reduction": None,
+        "noise_stream": "mindlens", "reduction": None, "channels_last": True,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -124,7 +124,7 @@ class SmoothGrad(Method):
         sigma = self.sigmas(clf, x).expand(b, *([-1] * (x.dim() - 1)))
         n, step = p["n"], p["batch_size"]
         noise = _noise_stream(p, x, sigma)
-        layout = Layout(x)
+        layout = Layout(x, bool(p["channels_last"]))
         mean = m2 = None
         done = 0
         cost = Cost(forward=1)
