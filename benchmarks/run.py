@@ -163,6 +163,34 @@ IG_STEPS, SG_SAMPLES = 32, 25
 RISE_N = int(os.environ.get("MINDLENS_BENCH_RISE_N", "4000"))
 
 
+def _rows_reference(rows: int, backward: bool):
+    """``rows`` copies of each image in one channels-last batch: the passes that IG (rows =
+    steps), SmoothGrad (rows = samples) and RISE (rows = masks per pass) run, without the
+    method around them. ms/img counts the whole batch for one image, so the ratio of a
+    method to this row divided by its number of batches is its overhead."""
+    def build(ctx):
+        import torch
+        model, x, t = ctx["model"], ctx["x"], ctx["peer_targets"]
+        big = x.repeat_interleave(rows, 0).contiguous(memory_format=torch.channels_last)
+        tt = t.repeat_interleave(rows)
+        if not backward:
+            def fwd():
+                with torch.inference_mode():
+                    return model(big)
+            return fwd
+
+        def fwdbwd():
+            xg = big.detach().requires_grad_(True)
+            return torch.autograd.grad(model(xg).gather(1, tt[:, None]).sum(), xg)[0]
+        return fwdbwd
+    return build
+
+
+case("reference", f"forward+backward x{IG_STEPS} rows")(_rows_reference(IG_STEPS, True))
+case("reference", f"forward+backward x{SG_SAMPLES} rows")(_rows_reference(SG_SAMPLES, True))
+case("reference", "forward x32 rows")(_rows_reference(32, False))
+
+
 @case("mindlens", "integrated_gradients", peers=("captum/IntegratedGradients",))
 def _ig(ctx):
     import mindlens
@@ -456,6 +484,15 @@ def targets_check(rows: list[dict[str, Any]]) -> list[str]:
                 line(f"{name} {model} batch {batch}: {r[ref] / passes:.2f}x {passes} "
                      f"{'forward+backward passes' if ref == 'x_fwdbwd' else 'forwards'} "
                      f"(target <= 1.1)", r[ref] / passes <= 1.1)
+        for name, ref, per in (("integrated_gradients", f"forward+backward x{IG_STEPS} rows", 1),
+                               ("smoothgrad", f"forward+backward x{SG_SAMPLES} rows", 1),
+                               ("rise", "forward x32 rows", RISE_N / 32)):
+            base = by.get((model, batch, f"reference/{ref}"))
+            if c == f"mindlens/{name}" and base and batch == 1:
+                ratio = r["ms"] / (base["ms"] * per)
+                line(f"{name} {model} batch 1: {ratio:.2f}x the same passes in plain "
+                     f"channels-last batches ({ref}{', x' + str(per) if per != 1 else ''})",
+                     ratio <= 1.1)
         if c == "mindlens/integrated_gradients" and "captum/IntegratedGradients" in r["x_peer"]:
             ratio = r["x_peer"]["captum/IntegratedGradients"]
             line(f"integrated_gradients vs Captum {model} batch {batch}: {ratio:.2f}x its "

@@ -34,3 +34,13 @@ def test_evaluate_rows_for_ig_smoothgrad_ixg_and_rise() -> None:
     assert f["rise"]["access"] == "black box" and f["input_x_gradient"]["access"] == "gradients"
     assert f["rise"]["native_px_per_cell"] > 1 and f["input_x_gradient"]["native_px_per_cell"] == 1
     assert "| rise |" in table.to_markdown()
+
+
+def test_cli_methods_lists_them() -> None:
+    from typer.testing import CliRunner
+
+    from mindlens.cli import app
+    result = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in ("input_x_gradient", "integrated_gradients", "smoothgrad", "rise"):
+        assert name in result.output
