@@ -170,11 +170,12 @@ class IntegratedGradients(Method):
         base = ig_baseline(p["baseline"], clf, x, float(p["blur_sigma"]))
         nodes, weights = quadrature(p["rule"], p["n_steps"], p["node_dtype"])
         with clf.patched():
-            with torch.no_grad():
-                logits = clf(x)
+            with torch.no_grad():  # input and baseline in one pass, in the path's layout
+                both = Layout(x, bool(p["channels_last"])).call(clf, torch.cat([x, base]))
+                logits, logits_b = both[: x.shape[0]], both[x.shape[0] :]
                 classes = targets.resolve(logits)
                 s_x = targets.scores(logits, classes)
-                s_b = targets.scores(clf(base), classes)
+                s_b = targets.scores(logits_b, classes)
             grads = path_gradients(clf, x, base, classes, targets, nodes, weights,
                                    p["internal_batch_size"], bool(p["channels_last"]))
         diff = x - base

@@ -167,7 +167,7 @@ class Rise(Method):
         layout = Layout(x, bool(p["channels_last"]))
         n = len(masks)
         with clf.patched(), torch.inference_mode():
-            logits = clf(x)
+            logits = layout.call(clf, x)
             classes = targets.resolve(logits)
             n_t = classes.shape[1]
             acc = torch.zeros(b, n_t, h * w, dtype=torch.float64, device=x.device)

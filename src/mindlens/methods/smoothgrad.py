@@ -117,14 +117,14 @@ class SmoothGrad(Method):
         p = self.params
         x = x.detach()
         b = x.shape[0]
+        layout = Layout(x, bool(p["channels_last"]))
         with clf.patched(), torch.no_grad():
-            logits = clf(x)
+            logits = layout.call(clf, x)
         classes = targets.resolve(logits)
         inner = Targets(targets.target) if targets.score_fn is not None else None
         sigma = self.sigmas(clf, x).expand(b, *([-1] * (x.dim() - 1)))
         n, step = p["n"], p["batch_size"]
         noise = _noise_stream(p, x, sigma)
-        layout = Layout(x, bool(p["channels_last"]))
         mean = m2 = None
         done = 0
         cost = Cost(forward=1)
