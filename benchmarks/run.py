@@ -156,6 +156,81 @@ def _gradcam_peer(ctx):
     return run
 
 
+# -- path, noise and mask attributions (issue 13): integrated gradients at 32 steps and
+# SmoothGrad at 25 samples against Captum with the same steps, samples and batch; RISE
+# against N forwards (N from $MINDLENS_BENCH_RISE_N, 4000 by default)
+IG_STEPS, SG_SAMPLES = 32, 25
+RISE_N = int(os.environ.get("MINDLENS_BENCH_RISE_N", "4000"))
+
+
+def _rows_reference(rows: int, backward: bool):
+    """``rows`` copies of each image in one channels-last batch: the passes that IG (rows =
+    steps), SmoothGrad (rows = samples) and RISE (rows = masks per pass) run, without the
+    method around them. ms/img counts the whole batch for one image, so the ratio of a
+    method to this row divided by its number of batches is its overhead."""
+    def build(ctx):
+        import torch
+        model, x, t = ctx["model"], ctx["x"], ctx["peer_targets"]
+        big = x.repeat_interleave(rows, 0).contiguous(memory_format=torch.channels_last)
+        tt = t.repeat_interleave(rows)
+        if not backward:
+            def fwd():
+                with torch.inference_mode():
+                    return model(big)
+            return fwd
+
+        def fwdbwd():
+            xg = big.detach().requires_grad_(True)
+            return torch.autograd.grad(model(xg).gather(1, tt[:, None]).sum(), xg)[0]
+        return fwdbwd
+    return build
+
+
+case("reference", f"forward+backward x{IG_STEPS} rows")(_rows_reference(IG_STEPS, True))
+case("reference", f"forward+backward x{SG_SAMPLES} rows")(_rows_reference(SG_SAMPLES, True))
+case("reference", "forward x32 rows")(_rows_reference(32, False))
+
+
+@case("mindlens", "integrated_gradients", peers=("captum/IntegratedGradients",))
+def _ig(ctx):
+    import mindlens
+    clf, x, t = ctx["clf"], ctx["x"], ctx["targets"]
+    return lambda: mindlens.explain(clf, x, "integrated_gradients", target=t, n_steps=IG_STEPS,
+                                    internal_batch_size=IG_STEPS, delta_tolerance=1e9)
+
+
+@case("captum", "IntegratedGradients")
+def _ig_peer(ctx):
+    import captum.attr as ca
+    obj = ca.IntegratedGradients(ctx["model"])
+    x, t = ctx["x"], ctx["peer_targets"]
+    return lambda: obj.attribute(x, target=t, n_steps=IG_STEPS, internal_batch_size=IG_STEPS)
+
+
+@case("mindlens", "smoothgrad", peers=("captum/NoiseTunnel",))
+def _sg(ctx):
+    import mindlens
+    clf, x, t = ctx["clf"], ctx["x"], ctx["targets"]
+    return lambda: mindlens.explain(clf, x, "smoothgrad", target=t, n=SG_SAMPLES,
+                                    batch_size=SG_SAMPLES, noise_range="absolute", sigma=0.6)
+
+
+@case("captum", "NoiseTunnel")
+def _sg_peer(ctx):
+    import captum.attr as ca
+    obj = ca.NoiseTunnel(ca.Saliency(ctx["model"]))
+    x, t = ctx["x"], ctx["peer_targets"]
+    return lambda: obj.attribute(x, nt_samples=SG_SAMPLES, nt_samples_batch_size=SG_SAMPLES,
+                                 stdevs=0.6, target=t, abs=False)
+
+
+@case("mindlens", "rise")
+def _rise(ctx):
+    import mindlens
+    clf, x, t = ctx["clf"], ctx["x"], ctx["targets"]
+    return lambda: mindlens.explain(clf, x, "rise", target=t, n_masks=RISE_N)
+
+
 # -- models -------------------------------------------------------------------------------
 def resnet50_like():
     """Torchvision-style ResNet-50 (bottlenecks 3-4-6-3, BatchNorm, in-place ReLU modules,
@@ -401,6 +476,27 @@ def targets_check(rows: list[dict[str, Any]]) -> list[str]:
             ratio = r["x_peer"]["captum/GuidedGradCam"]
             line(f"guided_gradcam vs Captum {model} batch {batch}: {ratio:.2f}x its time "
                  f"(target < 1)", ratio < 1)
+    for (model, batch, c), r in sorted(by.items()):
+        for name, passes, ref in (("integrated_gradients", IG_STEPS, "x_fwdbwd"),
+                                  ("smoothgrad", SG_SAMPLES, "x_fwdbwd"),
+                                  ("rise", RISE_N, "x_fwd")):
+            if c == f"mindlens/{name}" and r.get(ref) is not None:
+                line(f"{name} {model} batch {batch}: {r[ref] / passes:.2f}x {passes} "
+                     f"{'forward+backward passes' if ref == 'x_fwdbwd' else 'forwards'} "
+                     f"(target <= 1.1)", r[ref] / passes <= 1.1)
+        for name, ref, per in (("integrated_gradients", f"forward+backward x{IG_STEPS} rows", 1),
+                               ("smoothgrad", f"forward+backward x{SG_SAMPLES} rows", 1),
+                               ("rise", "forward x32 rows", RISE_N / 32)):
+            base = by.get((model, batch, f"reference/{ref}"))
+            if c == f"mindlens/{name}" and base and batch == 1:
+                ratio = r["ms"] / (base["ms"] * per)
+                line(f"{name} {model} batch 1: {ratio:.2f}x the same passes in plain "
+                     f"channels-last batches ({ref}{', x' + str(per) if per != 1 else ''})",
+                     ratio <= 1.1)
+        if c == "mindlens/integrated_gradients" and "captum/IntegratedGradients" in r["x_peer"]:
+            ratio = r["x_peer"]["captum/IntegratedGradients"]
+            line(f"integrated_gradients vs Captum {model} batch {batch}: {ratio:.2f}x its "
+                 f"time (target <= 1)", ratio <= 1)
     return out
 
 

@@ -181,8 +181,8 @@ def explain_cmd(
 
 #: methods of ``mindlens evaluate --demo`` by default: all but occlusion, which needs about
 #: 1000 forward passes per image at 128 px, times the re-runs of the robustness, class and
-#: sanity metrics (area occlusion needs about 80 and stays)
-DEMO_SKIP = ("occlusion",)
+#: sanity metrics (area occlusion needs about 80 and stays), and rise (6000 by default)
+DEMO_SKIP = ("occlusion", "rise")
 DEMO_SEED = 7777  # the demo models were trained on seed 0 and tested on seed 1
 
 
