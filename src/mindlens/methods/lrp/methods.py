@@ -8,6 +8,8 @@ these vectors are all that differs between the methods.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ...errors import InputError
@@ -39,14 +41,21 @@ def sglrp_init(logits: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
 
 class _LRPFamily(Method):
     needs = Needs(gradients=True, hooks=True, rules=True)
-    defaults = {"composite": composites.DEFAULT, "epsilon": 1e-6, "reduction": "sum"}
+    defaults = {"composite": composites.DEFAULT, "epsilon": 1e-6, "reduction": "sum",
+                "gate_rule": "gate_constant", "norm_rule": "std_constant"}
 
     def validate(self) -> None:
         super().validate()
         eps = self.params["epsilon"]
         if not isinstance(eps, (int, float)) or eps <= 0:
             raise InputError(f"epsilon must be a positive number, got {eps!r}")
-        composites.get(self.params["composite"], float(eps))
+        self.composite()
+
+    def composite(self) -> composites.Composite:
+        """The composite with this call's ``gate_rule`` and ``norm_rule``."""
+        comp = composites.get(self.params["composite"], float(self.params["epsilon"]))
+        return replace(comp, gate_rule=self.params["gate_rule"],
+                       norm_rule=self.params["norm_rule"])
         if self.params.get("init", "logit") not in INITS:
             raise InputError(f"init must be one of {', '.join(INITS)}")
 
@@ -65,7 +74,7 @@ class _LRPFamily(Method):
         if targets.score_fn is not None:
             raise InputError(f"{self.name} starts from class logits; give class indices "
                              f"(target=...) or top_k instead of a callable")
-        comp = composites.get(self.params["composite"], float(self.params["epsilon"]))
+        comp = self.composite()
         with lrp_graph(clf, x, comp) as graph:
             logits = graph.logits.detach()
             classes = targets.resolve(logits)
