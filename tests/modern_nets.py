@@ -328,3 +328,13 @@ def single_logit(seed: int = 0, dtype: torch.dtype = torch.float64) -> mindlens.
     clf = build("mobilenetv3", seed, dtype, output="single_logit", classes=1)
     clf.labels = ["lesion"]
     return clf
+
+
+def multilabel_module() -> nn.Module:
+    """Model-card factory (float32) for :func:`multilabel`."""
+    return multilabel(dtype=torch.float32).module
+
+
+def single_logit_module() -> nn.Module:
+    """Model-card factory (float32) for :func:`single_logit`."""
+    return single_logit(dtype=torch.float32).module

@@ -18,6 +18,7 @@ def explain(
     target: TargetLike = None,
     top_k: int = 1,
     layer: Any = "auto",
+    threshold: float | None = None,
     **params: Any,
 ) -> Explanation:
     """Explain the classifier's decision on ``images`` with one method.
@@ -25,7 +26,10 @@ def explain(
     ``images``: a path, PIL image or array (or a list of them), preprocessed per the
     classifier's input spec; or a tensor ``[B, C, H, W]`` taken as already in model space.
     ``target``: ``None`` (the ``top_k`` predicted classes), a class index, one index per
-    image, or a callable ``logits -> score per image``. ``layer`` is used by layer-based
+    image, or a callable ``logits -> score per image``. ``threshold`` (with
+    ``target=None``): explain every class whose probability (per the classifier's
+    ``output`` kind) is at least this, e.g. every finding of a multi-label model above 0.5.
+    ``layer`` is used by layer-based
     methods (``"auto"``: the last spatial feature map). Other keywords are the method's
     parameters (see ``mindlens.methods.get(name).defaults``).
     """
@@ -34,7 +38,7 @@ def explain(
         params["layer"] = layer
     algo = cls(**params)
     x = classifier.preprocess(images)
-    return algo.explain(classifier, x, Targets(target, top_k))
+    return algo.explain(classifier, x, Targets(target, top_k, threshold, classifier.output))
 
 
 def explain_all(

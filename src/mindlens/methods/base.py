@@ -104,6 +104,9 @@ class Method:
         self.check(clf)
         start = time.perf_counter()
         result = self.run(clf, x, targets)
+        if getattr(clf, "output", "softmax") != "softmax":  # methods report softmax ones
+            result.probs = clf.target_probabilities(x, result.targets)
+            result.cost.forward += 1
         result.cost.seconds = time.perf_counter() - start
         return result
 

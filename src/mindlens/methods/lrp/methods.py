@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import torch
 
-from ...errors import InputError
+from ...errors import InputError, NotApplicableError
 from ...explanation import Cost, Explanation
 from ...model import Classifier
 from ...targets import Targets, probabilities
@@ -143,6 +143,16 @@ class LRP(_LRPFamily):
 
 class _Contrastive(_LRPFamily):
     defaults = {**_LRPFamily.defaults, "scaling": False, "relu": False}
+
+    def check(self, clf: Classifier) -> None:
+        super().check(clf)
+        output = getattr(clf, "output", "softmax")
+        if output != "softmax":
+            raise NotApplicableError(
+                f"{self.name} contrasts the target with the other classes of a softmax, but "
+                f"this model's output is {output!r}: its labels do not compete (each has its "
+                f"own sigmoid), so there is no contrast to take and the result would be LRP "
+                f"scaled by a constant. Use lrp for this model.")
 
     def combine(self, parts):
         if len(parts) == 1:
