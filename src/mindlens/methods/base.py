@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -103,6 +103,9 @@ class Method:
     def explain(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
         self.check(clf)
         start = time.perf_counter()
+        output = getattr(clf, "output", "softmax")
+        if targets.output != output:  # probability-based targets and scores follow the model
+            targets = replace(targets, output=output)
         result = self.run(clf, x, targets)
         if getattr(clf, "output", "softmax") != "softmax":  # methods report softmax ones
             result.probs = clf.target_probabilities(x, result.targets)
