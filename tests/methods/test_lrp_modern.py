@@ -230,3 +230,28 @@ def test_model_untouched_after_an_error_half_way():
     with pytest.raises(RuntimeError, match="rule failed"):
         mindlens.explain(clf, batch(clf), "lrp", composite={"features.1.block.3": _Fails()})
     assert_untouched(before, clf.module)
+
+
+@pytest.mark.parametrize("name", ["efficientnet", "convnext", "mobilenetv3"])
+def test_relevance_is_conserved_at_every_block_boundary(name):
+    """Bias-free, LRP-0: the relevance flowing through each stage output sums to z_c."""
+    clf = mn.build(name)
+    mn.zero_biases(clf.module)
+    x = batch(clf)
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(i):
+        def hook(module, inputs, out):
+            if out.requires_grad:
+                out.register_hook(lambda g: seen.__setitem__(i, g.detach().flatten(1).sum(1)))
+        return hook
+
+    handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(clf.module.features)]
+    try:
+        e = mindlens.explain(clf, x, "lrp", composite="epsilon", epsilon=1e-12)
+    finally:
+        for h in handles:
+            h.remove()
+    assert sorted(seen) == list(range(len(clf.module.features)))
+    for i, total in seen.items():
+        torch.testing.assert_close(total, e.scores[:, 0], rtol=1e-7, atol=0, msg=f"stage {i}")
