@@ -5,6 +5,8 @@ MobileNetV3-style models written like their reference code, in float64."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -255,3 +257,29 @@ def test_relevance_is_conserved_at_every_block_boundary(name):
     assert sorted(seen) == list(range(len(clf.module.features)))
     for i, total in seen.items():
         torch.testing.assert_close(total, e.scores[:, 0], rtol=1e-7, atol=0, msg=f"stage {i}")
+
+
+def test_in_place_gate_product_gives_the_same_map():
+    class SE(nn.Module):
+        def __init__(self, inplace: bool):
+            super().__init__()
+            self.inplace = inplace
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            s = torch.sigmoid(self.fc(y.mean((2, 3), keepdim=True)))
+            y = y.mul_(s) if self.inplace else y * s
+            return self.head(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    a = SE(False).double()
+    b = copy.deepcopy(a)
+    b.inplace = True
+    x = batch(mindlens.Classifier(a, (6, 6), 3))
+    maps = [mindlens.explain(mindlens.Classifier(m, (6, 6), 3), x, "lrp", target=0).maps
+            for m in (a, b)]
+    torch.testing.assert_close(maps[0], maps[1], rtol=1e-12, atol=1e-15)
+    with pytest.raises(NotApplicableError, match=r"in-place gate product.*uniform"):
+        mindlens.explain(mindlens.Classifier(b, (6, 6), 3), x, "lrp", gate_rule="uniform")

@@ -262,11 +262,16 @@ class LRPMode(TorchFunctionMode):
             raise self._error(name, "a product of two relevance-carrying tensors has no "
                               "LRP rule unless exactly one factor is a gate (the output of "
                               "a sigmoid or hardsigmoid, as in squeeze-and-excitation)")
+        inplace = name in _INPLACE
+        if inplace and marked[0]:
+            raise self._error(name, "an in-place product into the gate (s *= x) is not "
+                              "supported; write x = x * s")
         self.counts["gate"] += 1
-        if name in ("mul_", "__imul__"):
-            raise self._error(name, "an in-place gate product is not supported; write "
-                              "x = x * s")
         if self.gate_rule == "uniform":
+            if inplace:  # the gate branch's rules keep x for their backward pass
+                raise self._error(name, "an in-place gate product (x *= s) cannot take "
+                                  "gate_rule='uniform'; use 'gate_constant' or write "
+                                  "x = x * s")
             return _Uniform.apply(args[0], args[1])
         return self._pass(name, func, args, kwargs, marked.index(False))
 
