@@ -20,6 +20,7 @@ def explain(
     target: TargetLike = None,
     top_k: int = 1,
     layer: Any = "auto",
+    threshold: float | None = None,
     **params: Any,
 ) -> Explanation:
     """Explain the classifier's decision on ``images`` with one method.
@@ -27,7 +28,10 @@ def explain(
     ``images``: a path, PIL image or array (or a list of them), preprocessed per the
     classifier's input spec; or a tensor ``[B, C, H, W]`` taken as already in model space.
     ``target``: ``None`` (the ``top_k`` predicted classes), a class index, one index per
-    image, or a callable ``logits -> score per image``. ``layer`` is used by layer-based
+    image, or a callable ``logits -> score per image``. ``threshold`` (with
+    ``target=None``): explain every class whose probability (per the classifier's
+    ``output`` kind) is at least this, e.g. every finding of a multi-label model above 0.5.
+    ``layer`` is used by layer-based
     methods (``"auto"``: the last spatial feature map). Other keywords are the method's
     parameters (see ``mindlens.methods.get(name).defaults``). When different images of the
     batch explained for the same class get the same map, ``extras["input_independent"]``
@@ -38,7 +42,7 @@ def explain(
         params["layer"] = layer
     algo = cls(**params)
     x = classifier.preprocess(images)
-    expl = algo.explain(classifier, x, Targets(target, top_k))
+    expl = algo.explain(classifier, x, Targets(target, top_k, threshold, classifier.output))
     note = input_independence_note(x, expl.maps, expl.targets)
     if note:
         expl.extras["input_independent"] = note

@@ -89,6 +89,9 @@ def explain_cmd(
                            ] = DEFAULT_METHODS,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="explain the k top classes")] = 1,
     target: Annotated[int | None, typer.Option(help="explain this class index instead")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="explain every class whose probability is at least this (e.g. every finding "
+             "of a multi-label model above 0.5) instead of the top k")] = None,
     layer: Annotated[str, typer.Option(help="layer for CAM methods")] = "auto",
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mindlens-out"),
     gray_saliency: Annotated[bool, typer.Option(help="show saliency as a gray map")] = False,
@@ -124,7 +127,8 @@ def explain_cmd(
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(clf, title=f"mindlens: {clf.name}",
                     saliency_style="gray" if gray_saliency else "overlay")
-    summary: dict[str, Any] = {"model": str(model), "methods": names, "images": {}}
+    summary: dict[str, Any] = {"model": str(model), "output": clf.output, "methods": names,
+                               "images": {}}
     skipped: dict[str, str] = {}
     stems: set[str] = set()
     with Progress(console=err, transient=True) as progress:
@@ -146,7 +150,7 @@ def explain_cmd(
                         results[name] = sens["explanations"][sens["baselines"][0]]
                     else:
                         results[name] = explain(clf, x, name, target=target, top_k=top_k,
-                                                layer=layer, **extra)
+                                                layer=layer, threshold=threshold, **extra)
                 except NotApplicableError as e:
                     skipped[name] = str(e)
                     err.print(f"[yellow]skipped {name}:[/] {e}", highlight=False)

@@ -28,7 +28,8 @@ class Explanation:
       (input-space methods only), for colour analysis.
     - ``targets``: class indices ``[B, T]`` (``-1`` for a callable target).
     - ``scores``: the explained score per target (the logit, unless the method says
-      otherwise in ``params["score"]``); ``probs``: the softmax probability per target.
+      otherwise in ``params["score"]``); ``probs``: the probability per target
+      (:meth:`~mindlens.model.Classifier.probabilities`: softmax, or a sigmoid per label).
     - ``native_shape``: the resolution the method really works at (e.g. 7x7 for Grad-CAM).
     """
 

@@ -37,6 +37,22 @@ from .patching import ModelPatch, is_scripted, model_lock
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
+#: what the model's logits mean, and how they become probabilities
+#: (:meth:`Classifier.probabilities`, the one place that turns logits into probabilities)
+OUTPUTS = {
+    "softmax": "one class out of K (softmax over the logits)",
+    "sigmoid": "multi-label: K independent labels, one sigmoid each",
+    "single_logit": "one logit [B, 1]: the positive class (sigmoid) and its complement",
+}
+_PROBABILITIES = {"softmax": lambda z: z.softmax(dim=1), "sigmoid": torch.sigmoid,
+                  "single_logit": torch.sigmoid}
+
+
+def probabilities_of(logits: torch.Tensor, output: str = "softmax") -> torch.Tensor:
+    """Probabilities ``[B, K]`` for logits ``[B, K]`` of an ``output`` kind (see
+    :data:`OUTPUTS`); :meth:`Classifier.probabilities` for a given model."""
+    return _PROBABILITIES[output](logits.detach())
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -86,6 +102,11 @@ class Classifier:
     ``logit_offset`` drops leading extra logits (ImageNet MobileNets from TensorFlow have a
     'background' logit at index 0); ``labels`` names the remaining classes. A model given as
     a :class:`~mindlens.blackbox.BlackBox` (any callable, or an ONNX file) is a black box.
+
+    ``output`` says what the logits mean (:data:`OUTPUTS`): ``"softmax"`` (default, one
+    class out of K), ``"sigmoid"`` (multi-label, one probability per label) or
+    ``"single_logit"`` (a ``[B, 1]`` output; ``labels`` is ``[positive]`` or
+    ``[negative, positive]``).
     """
 
     module: nn.Module
@@ -99,6 +120,7 @@ class Classifier:
     name: str = "model"
     #: only outputs can be read (a callable or an ONNX file): no gradients, layers or hooks
     black_box: bool = False
+    output: str = "softmax"
     spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,8 +133,19 @@ class Classifier:
             self.input_size, int(self.channels), tuple(map(float, self.mean)),
             tuple(map(float, self.std)),
         )
+        if self.output not in OUTPUTS:
+            raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        self._negative_label: str | None = None
         if self.labels is not None:
             self.labels = [str(label) for label in self.labels]
+            if self.output == "single_logit":
+                if len(self.labels) not in (1, 2):
+                    raise InputError(
+                        f"a single-logit model takes labels [positive] or [negative, "
+                        f"positive], got {len(self.labels)} labels")
+                if len(self.labels) == 2:
+                    self._negative_label = self.labels[0]
+                    self.labels = self.labels[1:]
         self.black_box = bool(self.black_box) or isinstance(self.module, BlackBox)
         self._checked = False
         self._auto_layers: dict[tuple[int, ...], tuple[str, nn.Module]] = {}
@@ -140,6 +173,12 @@ class Classifier:
                 return p.dtype
         return torch.float32
 
+    @property
+    def negative_label(self) -> str:
+        """A single-logit model's complement class: ``labels[0]`` of a two-label card, or
+        ``"not <positive>"``."""
+        return self._negative_label or f"not {self.label(0)}"
+
     def label(self, index: int) -> str:
         if self.labels is not None and 0 <= index < len(self.labels):
             return self.labels[index]
@@ -163,6 +202,11 @@ class Classifier:
             )
         if self.logit_offset:
             out = out[:, self.logit_offset :]
+        if self.output == "single_logit" and out.shape[1] != 1:
+            raise ModelError(
+                f"the model card says output 'single_logit' but the model returned "
+                f"{out.shape[1]} logits per image; a single-logit model returns [B, 1] (use "
+                f"'softmax' or 'sigmoid' for K outputs)")
         if self.labels is not None and out.shape[1] != len(self.labels) and not self._checked:
             if len(self.labels) == out.shape[1] + self.logit_offset:  # names of extra logits
                 self.labels = list(self.labels)[self.logit_offset :]
@@ -174,11 +218,28 @@ class Classifier:
         self._checked = True
         return out
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B, K]`` for logits ``[B, K]``, per :attr:`output`: softmax over
+        the classes, or one sigmoid per label (multi-label and single-logit models; for a
+        single logit it is the positive class's probability, the complement is ``1 - p``)."""
+        return probabilities_of(logits, self.output)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities ``[B, classes]`` in eval mode, model left as it was."""
+        """Probabilities ``[B, classes]`` (:meth:`probabilities`) in eval mode, model left
+        as it was."""
         with self.patched():
-            return self(x).softmax(dim=1)
+            return self.probabilities(self(x))
+
+    @torch.no_grad()
+    def target_probabilities(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The probability of each target ``classes [B, T]`` (NaN where ``-1``, a custom
+        score)."""
+        probs = self.predict(x)
+        out = torch.full(classes.shape, float("nan"), dtype=probs.dtype, device=probs.device)
+        valid = classes >= 0
+        out[valid] = probs.gather(1, classes.clamp_min(0).to(probs.device))[valid]
+        return out
 
     @contextmanager
     def patched(self):

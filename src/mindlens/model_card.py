@@ -4,7 +4,12 @@ A card describes the model and its input, with paths relative to the card::
 
     {"factory": "mynet:build", "weights": "w.safetensors",
      "input_size": [H, W], "channels": 3, "mean": [...], "std": [...],
-     "labels": "labels.txt" | ["cat", ...], "logit_offset": 0}
+     "labels": "labels.txt" | ["cat", ...], "logit_offset": 0,
+     "output": "softmax" | "sigmoid" | "single_logit"}
+
+``"output"`` says what the logits mean (default ``"softmax"``; ``"sigmoid"`` for a
+multi-label model, ``"single_logit"`` for a ``[B, 1]`` detector); see
+:data:`mindlens.model.OUTPUTS`.
 
 ``"torchscript": "m.pt"`` replaces factory + weights; so does ``"onnx": "m.onnx"`` (run
 through onnxruntime as a black box; ``"outputs": "probs"`` if the graph ends in a softmax).
@@ -26,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import InputError, ModelError
-from .model import Classifier
+from .model import OUTPUTS, Classifier
 
 REQUIRED = ("input_size",)
 
@@ -63,6 +68,7 @@ def load_model(card: str | Path | dict[str, Any], root: str | Path | None = None
         labels=_labels(data.get("labels"), root),
         logit_offset=int(data.get("logit_offset", 0)),
         name=name,
+        output=_output(data.get("output", "softmax")),
     )
 
 
@@ -151,6 +157,13 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ModelError(f"{path} holds a {type(state).__name__}, not a state dict")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _output(value: Any) -> str:
+    if not isinstance(value, str) or value not in OUTPUTS:
+        raise InputError(f"the model card's \"output\" must be one of "
+                         f"{', '.join(map(repr, OUTPUTS))}, got {value!r}")
+    return str(value)
 
 
 def _labels(value: Any, root: Path) -> list[str] | None:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import __version__, methods
 from .explanation import Explanation
-from .model import Classifier
+from .model import OUTPUTS, Classifier
 from .render.colors import css_gradient, gray_saliency, to_display
 from .render.montage import montage
 from .render.overlay import mask_outline, overlay, png_data_uri
@@ -120,8 +120,9 @@ class Report:
         """
         clf = classifier or self.classifier
         pixels = clf.display_pixels(x) if pixels is None else pixels
-        probs = clf.predict(x)
-        k = min(top_k, probs.shape[1])
+        probs = clf.predict(x)  # per the model's output kind (Classifier.probabilities)
+        # multi-label: each label is its own yes/no, so show them all (up to 20)
+        k = min(max(top_k, 20) if clf.output == "sigmoid" else top_k, probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)
         for b in range(x.shape[0]):
             image = pixels[b]
@@ -135,8 +136,7 @@ class Report:
                 title=titles[b] if titles else f"image {len(self.items) + 1}",
                 image=png_data_uri(montage(image) if volume else image), mask_image=mask_image,
                 wide=volume,
-                top=[(clf.label(int(i)), float(p)) for p, i in
-                     zip(top_p[b], top_i[b], strict=True)],
+                top=_top(clf, top_p[b], top_i[b]),
                 rows=[], notes=list(notes[b]) if notes else [],
             )
             by_target: dict[str, list[Panel]] = {}
@@ -198,6 +198,7 @@ class Report:
             title=self.title, report=self, model_name=clf.name, version=__version__,
             input_desc="x".join(map(str, clf.input_size)) + f", {clf.channels} channel(s)",
             n_classes=len(clf.labels) if clf.labels else None,
+            output_desc=OUTPUTS[clf.output],
             created=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         )
 
@@ -206,6 +207,16 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.html(), encoding="utf-8")
         return path
+
+
+def _top(clf: Classifier, p: torch.Tensor, i: torch.Tensor) -> list[tuple[str, float]]:
+    """``(label, probability)`` of the shown classes; a single-logit model shows its
+    positive class and the complement."""
+    top = [(clf.label(int(c)), float(q)) for q, c in zip(p, i, strict=True)]
+    if clf.output == "single_logit":
+        top.append((clf.negative_label, 1.0 - top[0][1]))
+        top.sort(key=lambda t: -t[1])
+    return top
 
 
 def _fit(mask: np.ndarray, image: np.ndarray) -> np.ndarray:

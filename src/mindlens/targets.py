@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError
+from .model import probabilities_of
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 TargetLike = int | Sequence[int] | torch.Tensor | ScoreFn | None
@@ -20,10 +21,19 @@ class Targets:
 
     target: TargetLike = None
     top_k: int = 1
+    #: with ``target=None``: explain every class whose probability is at least this
+    #: (multi-label models: every label above the threshold), at least the most probable
+    threshold: float | None = None
+    #: the model's output kind, for ``threshold`` (see :data:`mindlens.model.OUTPUTS`)
+    output: str = "softmax"
 
     def __post_init__(self) -> None:
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise InputError(f"top_k must be a positive integer, got {self.top_k!r}")
+        if self.threshold is not None and not (
+                isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
+            raise InputError(f"threshold must be a probability in (0, 1), got "
+                             f"{self.threshold!r}")
 
     @property
     def score_fn(self) -> ScoreFn | None:
@@ -35,6 +45,12 @@ class Targets:
         t = self.target
         if callable(t):
             return torch.full((b, 1), -1, dtype=torch.long, device=logits.device)
+        if t is None and self.threshold is not None:
+            # the labels above the threshold are the most probable ones (the probability
+            # grows with the logit); in a batch every image gets the largest count, padded
+            # with its next most probable labels
+            above = (probabilities_of(logits, self.output) >= self.threshold).sum(dim=1)
+            return logits.topk(max(1, int(above.max())), dim=1).indices
         if t is None:
             if self.top_k > k:
                 raise InputError(f"top_k={self.top_k} but the model has only {k} classes")
@@ -69,9 +85,13 @@ class Targets:
         return logits.gather(1, classes)
 
 
-def probabilities(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Softmax probability of each target ``[B, T]`` (NaN for a callable target)."""
-    probs = logits.detach().softmax(dim=1)
+def probabilities(logits: torch.Tensor, classes: torch.Tensor, output: str = "softmax"
+                  ) -> torch.Tensor:
+    """The probability of each target ``[B, T]`` (NaN for a callable target), per the
+    model's ``output`` kind (:meth:`mindlens.Classifier.probabilities`; methods that do not
+    pass it get softmax, and :meth:`~mindlens.methods.base.Method.explain` corrects that
+    for the other kinds)."""
+    probs = probabilities_of(logits, output)
     out = torch.full(classes.shape, float("nan"), dtype=probs.dtype, device=probs.device)
     valid = classes >= 0
     out[valid] = probs.gather(1, classes.clamp_min(0))[valid]

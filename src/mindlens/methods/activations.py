@@ -184,7 +184,8 @@ class ModifiedActivations(TorchFunctionMode):
             warnings.warn(
                 f"{method}: the model also uses {names}; these activations have no standard "
                 f"guided rule and keep their ordinary gradient (other_activations='gradient'). "
-                f"The map is therefore not comparable with published Guided Backprop maps.",
+                f"The map is therefore not comparable with published Guided Backprop maps; "
+                f"other_activations='gate' treats them like a ReLU gate, 'error' refuses.",
                 stacklevel=3,
             )
 

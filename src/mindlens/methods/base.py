@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -105,11 +105,18 @@ class Method:
         """Check and run under the model's lock (:func:`~mindlens.patching.model_lock`):
         besides the patched sections, a run keeps per-model caches (LRP plans, reduced-
         precision copies, occlusion's clean rows) and runs clean forwards, and another
-        thread's patch must never be seen by them. ``cost.seconds`` excludes the wait."""
+        thread's patch must never be seen by them. ``cost.seconds`` excludes the wait.
+        Probability-based targets and scores follow the model's output kind."""
         with model_lock(clf.module):
             self.check(clf)  # it may look at modules another thread's patch swaps
             start = time.perf_counter()
+            output = getattr(clf, "output", "softmax")
+            if targets.output != output:
+                targets = replace(targets, output=output)
             result = self.run(clf, x, targets)
+            if output != "softmax":  # methods report softmax probabilities
+                result.probs = clf.target_probabilities(x, result.targets)
+                result.cost.forward += 1
             result.cost.seconds = time.perf_counter() - start
         return result
 

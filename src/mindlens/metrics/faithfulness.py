@@ -101,7 +101,9 @@ def _curves(model: ModelFn, start: torch.Tensor, finish: torch.Tensor, maps: tor
             k = ks[lo:lo + chunk]
             switched = (rank[i][None, :] < (k[:, None] * per_step)).view(-1, 1, h, w)
             batch = torch.where(switched, finish[i:i + 1], start[i:i + 1])
-            probs = model(batch).softmax(dim=1)[:, classes[i]]
+            logits = model(batch)  # a Classifier knows its output kind; a function: softmax
+            to_probs = getattr(model, "probabilities", lambda z: z.softmax(dim=1))
+            probs = to_probs(logits)[:, classes[i]]
             curves[i, lo:lo + len(k)] = probs.double()
     return Curves(flat_to_nan(auc(curves), maps), curves, classes)
 

@@ -48,6 +48,8 @@ _NONNEG = {"relu", "relu_", "relu6", "sigmoid", "sigmoid_", "softplus", "hardsig
 _NONNEG_IF_LOW = {"hardtanh": "min_val", "hardtanh_": "min_val", "clamp": "min",
                   "clamp_": "min", "clamp_min": "min", "clamp_min_": "min", "clip": "min",
                   "clip_": "min"}  # non-negative when the lower bound is >= 0
+STAT_NORM_MODULES = (nn.LayerNorm, nn.GroupNorm) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 _ACTIVATION_MODULES = (nn.PReLU, nn.RReLU, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.Hardtanh,
                        nn.SiLU, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.Sigmoid, nn.Tanh)
 
@@ -83,12 +85,17 @@ class Plan:
 
 
 def needs_rule(module: nn.Module) -> bool:
-    """Layers that carry an LRP rule: affine layers and anything else with parameters."""
+    """Layers that carry an LRP rule: affine layers and any other module with its own
+    ``weight`` parameter. Normalisation layers (their ``F.layer_norm``/``F.group_norm``
+    call is handled by :mod:`.functional`) and modules whose own parameters are not a
+    ``weight`` (a layer scale ``lambda`` or ``gamma`` on a ConvNeXt block, whose use in the
+    block's ``forward`` -- ``lambda * x`` -- is a functional op with a rule, and any other
+    use is refused there) do not."""
     if isinstance(module, CONV + LINEAR + BATCHNORM):
         return True
-    if isinstance(module, _ACTIVATION_MODULES):
+    if isinstance(module, _ACTIVATION_MODULES + STAT_NORM_MODULES):
         return False
-    return next(iter(module.parameters(recurse=False)), None) is not None
+    return isinstance(module._parameters.get("weight"), torch.Tensor)
 
 
 def check_rules(clf: Classifier, composite: Composite,
@@ -135,7 +142,8 @@ class _Tracer:
             self.keep.append(x)
             self.consumers[id(x)] += 1
             self.events.append({"name": self.names[module], "module": module, "in": id(x),
-                                "nonneg": self.nonneg.get(id(x), False)})
+                                "nonneg": self.nonneg.get(id(x), False),
+                                "spatial": isinstance(x, torch.Tensor) and x.dim() > 2})
 
     def post(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         self.stack.pop()
@@ -194,6 +202,7 @@ class Trace:
     into: dict[str, str]
     nonneg: set[str] = field(default_factory=set)  # layers whose input is always >= 0
     ops: dict[str, int] = field(default_factory=dict)  # functional ops handled, by kind
+    spatial: set[str] = field(default_factory=set)  # layers called on feature maps
 
     def order(self) -> list[str]:
         """Each layer once, in order of its first call."""
@@ -231,7 +240,8 @@ def trace(clf: Classifier, x: torch.Tensor, activations: str = "pass",
             into[e["name"]] = src["name"]
     signed = {e["name"] for e in events if not e["nonneg"]}
     return Trace([e["name"] for e in events], into,
-                 {e["name"] for e in events} - signed, dict(mode.counts))
+                 {e["name"] for e in events} - signed, dict(mode.counts),
+                 {e["name"] for e in events if e["spatial"]})
 
 
 OpFactory = Callable[[str, nn.Module, "str | None", "nn.Module | None"], AffineOp]
@@ -257,7 +267,8 @@ def assign(clf: Classifier, x: torch.Tensor, composite: Composite, found: Trace,
         if name in found.into:
             result.identities.append((name, module))
             continue
-        rule = composite.rule_for(name, module, first=name == first)
+        rule = composite.rule_for(name, module, first=name == first,
+                                  spatial=name in found.spatial)
         if rule is None:
             raise NotApplicableError(f"LRP has no rule for layer {name!r} "
                                      f"({type(module).__name__})")

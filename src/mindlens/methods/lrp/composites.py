@@ -16,6 +16,23 @@ preset                        convolutions          dense      first layer
 ``epsilon``                   epsilon               epsilon    --
 ============================  ====================  =========  =================
 
+Blocks of modern CNNs (spec ``methods-more.md`` section 19), the same in every preset:
+
+- ``nn.Linear`` called on a feature map (ConvNeXt's channels-last pointwise convolutions,
+  ``[B, H, W, C]``) is a 1x1 convolution and gets the preset's *convolution* rule; only a
+  Linear on ``[B, features]`` is the dense head (a user entry for ``nn.Linear`` types
+  applies to dense calls only; map channels-last Linears by name);
+- LayerNorm / GroupNorm / RMSNorm (any layout): LRP-epsilon with the statistics constant,
+  ``norm_rule="std_constant"`` (``sigma`` constant, mean kept: conservative) or
+  ``"mean_std_constant"``; stabiliser ``sum_epsilon``;
+- sigmoid gates (squeeze-and-excitation): ``gate_rule="gate_constant"`` (all relevance to
+  the gated signal) or ``"uniform"`` (half to the gate branch);
+- SiLU, GELU, Mish, Hardswish: identity (pass), also in ``epsilon``, whose other
+  activations use the ordinary gradient (for these self-gating functions ``f(x) = x g(x)``
+  the identity rule is LRP-0);
+- layer scale ``lambda * x`` and other products with a constant: identity; ``x.mean(...)``
+  and average pooling: the norm rule (proportional split).
+
 BatchNorm layers that cannot be merged into a preceding layer get the epsilon rule as a
 per-channel affine map in every preset. ``epsilon`` uses the ordinary gradient at
 activations and ``epsilon=`` also for sums, so that with a tiny epsilon it is LRP-0,
@@ -36,6 +53,8 @@ from typing import Any
 from torch import nn
 
 from ...errors import InputError
+from .functional import GATE_RULES
+from .norms import NORM_RULES
 from .ops import BATCHNORM, CONV, LINEAR
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, ZPlus, ensure_rule
 
@@ -53,12 +72,29 @@ class Composite:
     name_map: Mapping[str, Rule] = field(default_factory=dict)
     activations: str = "pass"
     sum_epsilon: float = 1e-6
+    gate_rule: str = "gate_constant"
+    norm_rule: str = "std_constant"
 
-    def rule_for(self, name: str, module: nn.Module, first: bool) -> Rule | None:
+    def __post_init__(self) -> None:
+        if self.gate_rule not in GATE_RULES:
+            raise InputError(f"gate_rule must be one of {', '.join(GATE_RULES)}, got "
+                             f"{self.gate_rule!r}")
+        if self.norm_rule not in NORM_RULES:
+            raise InputError(f"norm_rule must be one of {', '.join(NORM_RULES)}, got "
+                             f"{self.norm_rule!r}")
+
+    def rule_for(self, name: str, module: nn.Module, first: bool,
+                 spatial: bool = False) -> Rule | None:
+        """``spatial``: the layer was called on a feature map (``input.dim() > 2``); a
+        Linear then takes the rule of a 1x1 convolution."""
         if name in self.name_map:
             return self.name_map[name]
         if first and self.first is not None and isinstance(module, self.first_types):
             return self.first
+        if spatial and isinstance(module, LINEAR):
+            for types, rule in self.type_map:
+                if any(issubclass(nn.Conv2d, t) for t in types):
+                    return rule
         for types, rule in self.type_map:
             if isinstance(module, types):
                 return rule

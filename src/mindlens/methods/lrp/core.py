@@ -126,7 +126,8 @@ def lrp_graph(clf: Classifier, x: Tensor, composite: Composite) -> Iterator[Grap
     for fresh in (False, True):  # a second round only after a stale cached plan
         the_plan = cached_plan(clf, x, composite, fresh=fresh)
         forwards += 1 + the_plan.traced
-        mode = LRPMode(composite.activations, composite.sum_epsilon)
+        mode = LRPMode(composite.activations, composite.sum_epsilon,
+                       gate_rule=composite.gate_rule, norm_rule=composite.norm_rule)
         record = _Record()
         xg = x.detach().requires_grad_(True)
         with clf.patched() as patch, torch.enable_grad():

@@ -8,9 +8,11 @@ these vectors are all that differs between the methods.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from ...errors import InputError
+from ...errors import InputError, NotApplicableError
 from ...explanation import Cost, Explanation
 from ...model import Classifier
 from ...targets import Targets, probabilities
@@ -39,14 +41,21 @@ def sglrp_init(logits: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
 
 class _LRPFamily(Method):
     needs = Needs(gradients=True, hooks=True, rules=True)
-    defaults = {"composite": composites.DEFAULT, "epsilon": 1e-6, "reduction": "sum"}
+    defaults = {"composite": composites.DEFAULT, "epsilon": 1e-6, "reduction": "sum",
+                "gate_rule": "gate_constant", "norm_rule": "std_constant"}
 
     def validate(self) -> None:
         super().validate()
         eps = self.params["epsilon"]
         if not isinstance(eps, (int, float)) or eps <= 0:
             raise InputError(f"epsilon must be a positive number, got {eps!r}")
-        composites.get(self.params["composite"], float(eps))
+        self.composite()
+
+    def composite(self) -> composites.Composite:
+        """The composite with this call's ``gate_rule`` and ``norm_rule``."""
+        comp = composites.get(self.params["composite"], float(self.params["epsilon"]))
+        return replace(comp, gate_rule=self.params["gate_rule"],
+                       norm_rule=self.params["norm_rule"])
         if self.params.get("init", "logit") not in INITS:
             raise InputError(f"init must be one of {', '.join(INITS)}")
 
@@ -65,7 +74,7 @@ class _LRPFamily(Method):
         if targets.score_fn is not None:
             raise InputError(f"{self.name} starts from class logits; give class indices "
                              f"(target=...) or top_k instead of a callable")
-        comp = composites.get(self.params["composite"], float(self.params["epsilon"]))
+        comp = self.composite()
         with lrp_graph(clf, x, comp) as graph:
             logits = graph.logits.detach()
             classes = targets.resolve(logits)
@@ -134,6 +143,16 @@ class LRP(_LRPFamily):
 
 class _Contrastive(_LRPFamily):
     defaults = {**_LRPFamily.defaults, "scaling": False, "relu": False}
+
+    def check(self, clf: Classifier) -> None:
+        super().check(clf)
+        output = getattr(clf, "output", "softmax")
+        if output != "softmax":
+            raise NotApplicableError(
+                f"{self.name} contrasts the target with the other classes of a softmax, but "
+                f"this model's output is {output!r}: its labels do not compete (each has its "
+                f"own sigmoid), so there is no contrast to take and the result would be LRP "
+                f"scaled by a constant. Use lrp for this model.")
 
     def combine(self, parts):
         if len(parts) == 1:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
-from ...model import Classifier
+from ...model import Classifier, probabilities_of
 from ...targets import Targets
 
 SCORES = ("prob", "logit", "log_prob")
@@ -87,15 +87,17 @@ def auto_batch_size(batch_size: int | None, x: torch.Tensor, cap: int = 64) -> i
 
 def class_scores(logits: torch.Tensor, classes: torch.Tensor, kind: str,
                  targets: Targets) -> torch.Tensor:
-    """The watched score ``[n, T]``: softmax probability, logit or log-probability of each
-    target class; a callable target's own value when the target is a callable."""
+    """The watched score ``[n, T]``: probability (per the model's output kind, see
+    :meth:`mindlens.Classifier.probabilities`), logit or log-probability of each target
+    class; a callable target's own value when the target is a callable."""
     fn = targets.score_fn
     if fn is not None:
         return targets.scores(logits, classes)
     if kind == "prob":
-        logits = logits.softmax(dim=1)
+        logits = probabilities_of(logits, targets.output)
     elif kind == "log_prob":
-        logits = logits.log_softmax(dim=1)
+        logits = (logits.log_softmax(dim=1) if targets.output == "softmax"
+                  else F.logsigmoid(logits))
     return logits.gather(1, classes)
 
 
