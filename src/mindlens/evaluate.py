@@ -370,14 +370,15 @@ def subsample(items: list[int], k: int) -> list[int]:
     return [items[int(i * step)] for i in range(k)]
 
 
-def run_manifest(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
-                 masks: Sequence[MaskLike] | None, ids: list[str], names: list[str],
-                 settings: dict[str, Any]) -> dict[str, Any]:
+def run_manifest(clf: Classifier, hashes: list[str], masks: Sequence[MaskLike] | None,
+                 ids: list[str], names: list[str], settings: dict[str, Any]
+                 ) -> dict[str, Any]:
     """The manifest of an evaluation (see :mod:`mindlens.runs.manifest`): the model, every
-    image and mask by content hash, each method with all its parameters, the settings."""
+    image (``hashes``: their content hashes) and mask by content hash, each method with all
+    its parameters, the settings."""
     data = []
-    for i, image in enumerate(images):
-        entry = {"id": ids[i], "sha256": input_hash(image)}
+    for i, digest in enumerate(hashes):
+        entry = {"id": ids[i], "sha256": digest}
         if masks is not None:
             entry["mask_sha256"] = input_hash(masks[i])
         data.append(entry)
@@ -436,7 +437,7 @@ def evaluate(clf: Classifier, images: Sequence[ImageLike] | torch.Tensor,
     hashes = [input_hash(im) for im in images]
     journal = Journal(None, KEY)
     if out is not None:
-        manifest = run_manifest(clf, images, masks, ids, names, {
+        manifest = run_manifest(clf, hashes, masks, ids, names, {
             **opts, "batch_size": batch_size, "colour_check": colour_check,
             "budget": budget, "params": {name: evaluation_params(clf, name, (params or {})
                                                                  .get(name, {}))

@@ -112,6 +112,16 @@ def test_fingerprints_follow_content() -> None:
     assert input_hash(None) == "none"
 
 
+def test_black_box_fingerprint_names_its_source() -> None:
+    def scores(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2]
+
+    clf = mindlens.Classifier(mindlens.BlackBox(scores), (2, 2), 1, name="bb")
+    fp = model_fingerprint(clf)
+    assert fp["source"] == {"callable": "fn=scores, outputs=logits"}
+    assert model_fingerprint(mindlens.Classifier(nn.Linear(4, 2), (2, 2), 1))["source"] is None
+
+
 def manifest(model: nn.Module, n: int = 3, steps: int = 5) -> dict:
     clf = mindlens.Classifier(model, (2, 2), 1, name="m")
     data = [{"id": f"i{k}", "sha256": input_hash(torch.full((2,), float(k)))}

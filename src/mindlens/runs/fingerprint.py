@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..blackbox import BlackBox
 from ..model import Classifier
 from ..patching import model_lock
 
@@ -48,8 +49,16 @@ def weights_hash(module: torch.nn.Module) -> str:
 
 
 def model_fingerprint(clf: Classifier) -> dict[str, Any]:
-    """The weights hash and every field of the card that changes what the model computes."""
+    """The weights hash and every field of the card that changes what the model computes.
+    A black box has no weights to hash: an ONNX model is known by its file's hash, any
+    other callable only by its name (``"source"``)."""
+    source: Any = None
+    if isinstance(clf.module, BlackBox):
+        path = getattr(clf.module, "path", None)
+        source = ({"onnx_sha256": file_hash(path)} if path is not None and Path(path).is_file()
+                  else {"callable": clf.module.extra_repr()})
     return {
+        "source": source,
         "name": clf.name,
         "class": f"{type(clf.module).__module__}.{type(clf.module).__qualname__}",
         "weights_sha256": weights_hash(clf.module),
