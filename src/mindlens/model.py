@@ -106,6 +106,9 @@ class Classifier:
             raise ModelError(
                 f"Classifier needs a torch.nn.Module, got {type(self.module).__name__}"
             )
+        if isinstance(self.logit_offset, bool) or not isinstance(self.logit_offset, int) \
+                or self.logit_offset < 0:
+            raise InputError(f"logit_offset must be an integer >= 0, got {self.logit_offset!r}")
         self.input_size = tuple(int(s) for s in self.input_size)  # type: ignore[assignment]
         self.spec = InputSpec(
             self.input_size, int(self.channels), tuple(map(float, self.mean)),
@@ -160,7 +163,18 @@ class Classifier:
                 f"from a tuple)."
             )
         if self.logit_offset:
+            if out.shape[1] - self.logit_offset < 2:
+                raise ModelError(
+                    f"logit_offset={self.logit_offset} leaves {out.shape[1] - self.logit_offset}"
+                    f" of the model's {out.shape[1]} logits; a classifier needs at least 2 "
+                    f"classes. Lower logit_offset (it drops leading extra logits)")
             out = out[:, self.logit_offset :]
+        if not torch.isfinite(out.detach()).all():
+            rows = (~torch.isfinite(out.detach())).any(dim=1).nonzero().flatten().tolist()
+            raise ModelError(
+                f"the model returned NaN or infinite logits (batch rows {rows[:5]}) for finite "
+                f"inputs; its weights or a layer overflow. Check the weights and the input "
+                f"normalisation (mean/std)")
         if self.labels is not None and out.shape[1] != len(self.labels) and not self._checked:
             if len(self.labels) == out.shape[1] + self.logit_offset:  # names of extra logits
                 self.labels = list(self.labels)[self.logit_offset :]
