@@ -18,6 +18,7 @@ from ..errors import InputError, NotApplicableError
 from ..explanation import Explanation
 from ..model import Classifier
 from ..targets import Targets
+from .chunks import check_max_batch, default_max_batch, merge
 
 REDUCTIONS = ("max_abs", "sum", "abs_sum", "l2")
 
@@ -62,6 +63,9 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
+        #: images per chunk (every method takes it; ``None``: chosen from the input size,
+        #: see :mod:`mindlens.methods.chunks`)
+        self.max_batch = check_max_batch(params.pop("max_batch", None))
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
@@ -101,11 +105,24 @@ class Method:
             )
 
     def explain(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
+        """Explain the batch ``x``, in chunks of at most ``max_batch`` images (memory stays
+        that of one chunk; the maps are those of one call on the whole batch)."""
         self.check(clf)
         start = time.perf_counter()
-        result = self.run(clf, x, targets)
+        b = x.shape[0]
+        size = self.max_batch or default_max_batch(x)
+        if b <= size:
+            result = self.run(clf, x, targets)
+        else:
+            result = merge([self.run(clf, x[i:i + size], targets.split(b, i, i + size))
+                            for i in range(0, b, size)])
         result.cost.seconds = time.perf_counter() - start
         return result
+
+    def passes(self, clf: Classifier, x: torch.Tensor) -> int | None:
+        """Model evaluations this call will run on ``x``, where the method can say so
+        before it starts (perturbation methods); ``None``: a few, not worth estimating."""
+        return None
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
         raise NotImplementedError
