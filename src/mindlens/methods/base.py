@@ -61,6 +61,8 @@ class Method:
     #: the paper the method comes from
     reference: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    #: the faster options a cost warning names (methods that report :meth:`passes`)
+    faster: ClassVar[str] = ""
 
     def __init__(self, **params: Any) -> None:
         #: images per chunk (every method takes it; ``None``: chosen from the input size,

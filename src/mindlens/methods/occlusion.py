@@ -22,6 +22,7 @@ import torch
 from ..errors import InputError
 from ..explanation import Cost, Explanation
 from ..model import Classifier
+from ..progress import planned_windows
 from ..targets import Targets, probabilities
 from . import drilldown
 from .base import Method, Needs, register
@@ -210,6 +211,21 @@ class Occlusion(Method):
                              ("mode", MODES), ("precision", PRECISIONS)):
             if p[key] not in allowed:
                 raise InputError(f"{key} must be one of {', '.join(allowed)}, got {p[key]!r}")
+
+    #: what the cost warning of :mod:`mindlens.progress` suggests
+    faster = ("mode='incremental' (the same map, several times faster) or 'approximate' "
+              "(a preview), or a larger stride/window (CLI: --occlusion-mode, --stride, "
+              "--window)")
+
+    def passes(self, clf: Classifier, x: torch.Tensor) -> int:
+        """Model passes of one call: windows (per the mode) plus one clean pass, per image."""
+        p = self.params
+        window, stride = self.geometry(tuple(x.shape[2:]))
+        n = math.prod(len(window_starts(s, w, st, p["border"]))
+                      for s, w, st in zip(x.shape[2:], window, stride, strict=True))
+        per_image = planned_windows(n, len(window), p["mode"], p["coarse"], p["refine"],
+                                    p["check_windows"])
+        return x.shape[0] * (per_image + 1)
 
     def geometry(self, spatial: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Window and stride per axis for an input of this spatial size."""
