@@ -99,9 +99,9 @@ def check_pixels(width: int, height: int, limit: int, source: str) -> None:
     """Refuse an image of more than ``limit`` pixels (from its header, before decoding)."""
     if width * height > limit:
         raise InputError(
-            f"{source} is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
-            f"limit of {limit / 1e6:g} megapixels (a decompression bomb or a needlessly "
-            f"large file); shrink it, or raise the limit with --max-pixels "
+            f"{source} is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limit:,} (a decompression bomb or a needlessly large file); shrink "
+            f"it, or raise the limit with --max-pixels "
             f"(max_pixels= in the API) if you trust it")
 
 
