@@ -26,7 +26,7 @@ from rich.table import Table
 
 from . import methods, progress
 from .errors import InputError, MindlensError, NotApplicableError
-from .io import DEFAULT_MAX_PIXELS, set_max_pixels
+from .io import DEFAULT_MAX_PIXELS, display_name, set_max_pixels
 from .methods.occlusion import MODES as OCCLUSION_MODES
 from .render.panel import panel
 
@@ -158,6 +158,24 @@ def _max_pixels(value: int | None) -> int | None:
     return value
 
 
+def _readable_images(paths: list[Path]) -> list[Path]:
+    """Of several image files, skip those that cannot be read, each with a warning line (a
+    single file is left to fail with its own error)."""
+    from .io import is_volume_path, readable
+
+    if len(paths) < 2:
+        return paths
+    volumes = [p for p in paths if is_volume_path(p)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _warning_line
+        images = readable([p for p in paths if not is_volume_path(p)])
+    keep = [p for p in paths if p in volumes or p in images]
+    if not keep:
+        raise typer.BadParameter("none of the image files can be read (see the warnings)")
+    return keep
+
+
 def _trust(value: bool) -> bool:
     if value:
         from .model_card import trust_cards
@@ -215,7 +233,9 @@ def list_layers(model: Annotated[Path, typer.Option("--model", help="model card 
 @app.command("explain")
 @friendly
 def explain_cmd(
-    images: Annotated[list[Path], typer.Argument(help="image files")],
+    images: Annotated[list[Path], typer.Argument(help="image files (unreadable ones are "
+                                                 "skipped with a warning)",
+                                                 callback=_readable_images)],
     model: Annotated[Path, typer.Option("--model", help="model card (JSON)")],
     method_spec: Annotated[str, typer.Option("--methods", help="comma-separated names")
                            ] = DEFAULT_METHODS,
@@ -295,18 +315,18 @@ def explain_cmd(
             np.savez_compressed(out_dir / f"{stem}.npz", **{
                 n: e.maps[0].cpu().numpy().astype(np.float32) for n, e in results.items()})
             Image.fromarray(_picture(clf, x, results)).save(out_dir / f"{stem}.png")
-            summary["images"][stem] = {"path": str(path), **{n: {
+            summary["images"][stem] = {"path": display_name(path), **{n: {
                 "targets": e.targets[0].tolist(), "labels": [clf.label(int(c)) for c in
                                                              e.targets[0]],
                 "probs": e.probs[0].tolist(), "signed": e.signed,
                 "native_shape": list(e.native_shape),
                 **({"approximation": e.extras["approximation"]} if "approximation" in
                    e.extras else {})} for n, e in results.items()}}
-            report.add(x, results, titles=[path.name], top_k=max(3, top_k))
+            report.add(x, results, titles=[display_name(path.name)], top_k=max(3, top_k))
             if fills and "occlusion" in results:
                 summary["images"][stem]["baseline_sensitivity"] = sensitivity.summary(sens)
-                report.add_figure(f"{path.name}: does the occlusion map depend on the fill "
-                                  f"value?", sensitivity.figure(sens, clf, x),
+                report.add_figure(f"{display_name(path.name)}: does the occlusion map "
+                                  f"depend on the fill value?", sensitivity.figure(sens, clf, x),
                                   sensitivity.caption(sens, clf))
     summary["skipped"] = skipped
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -95,8 +95,53 @@ def read_image(path: str | Path, size: tuple[int, ...] | None = None,
                          f"({' '.join(str(err).split())})") from None
 
 
-def check_pixels(width: int, height: int, limit: int, source: str) -> None:
-    """Refuse an image of more than ``limit`` pixels (from its header, before decoding)."""
+def probe_image(path: str | Path, max_pixels: int | None = None) -> None:
+    """Check without decoding the pixels that ``path`` is an image mindlens can read: it
+    exists, is not empty, has a known format, is within the pixel limit and its structure
+    is sound (Pillow's ``verify``: PNG chunk checksums, truncation). Raises
+    :class:`InputError` naming the file and the reason."""
+    path = Path(path)
+    name = display_name(path)
+    if not path.is_file():
+        raise InputError(f"image file not found: {name}")
+    if path.stat().st_size == 0:
+        raise InputError(f"image file is empty (0 bytes): {name}")
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_pixels(img.width, img.height, limit, name)
+                img.verify()
+    except Image.DecompressionBombError as err:
+        raise InputError(f"refused {name}: {err}") from None
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read {name}: not an image format mindlens knows") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"cannot read {name}: the file is corrupt or truncated "
+                         f"({' '.join(str(err).split())})") from None
+
+
+def readable(paths: list[Path], max_pixels: int | None = None) -> list[Path]:
+    """The image files of ``paths`` that :func:`probe_image` accepts; every other one is
+    skipped with an :class:`~mindlens.errors.InputWarning` that names it and says why."""
+    keep = []
+    for path in paths:
+        try:
+            probe_image(path, max_pixels)
+        except InputError as err:
+            warnings.warn(InputWarning(f"skipped {display_name(path)}: {err}"), stacklevel=2)
+            continue
+        keep.append(path)
+    return keep
+
+
+def check_pixels(width: int, height: int, limit: int | None, source: str) -> None:
+    """Refuse an image of more than ``limit`` pixels (default :data:`MAX_PIXELS`), from its
+    header, before decoding."""
+    limit = MAX_PIXELS if limit is None else limit
     if width * height > limit:
         raise InputError(
             f"{source} is {width}x{height} = {width * height:,} pixels, over the limit of "
