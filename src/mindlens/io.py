@@ -17,6 +17,7 @@ frame, with a warning that says so.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def read_image(path: str | Path, size: tuple[int, ...] | None = None,
         raise InputError(f"{name} is a folder, not an image file")
     if path.stat().st_size == 0:
         raise InputError(f"image file is empty (0 bytes): {name}")
-    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    limit = _pillow_limit(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -81,8 +82,7 @@ def read_image(path: str | Path, size: tuple[int, ...] | None = None,
                 img.load()
                 return pil_to_array(shrink(img, size), source=name)
     except Image.DecompressionBombError as err:
-        raise InputError(f"refused {name}: {err}; raise the limit with --max-pixels "
-                         f"(max_pixels= in the API) only for a file you trust") from None
+        raise _bomb(name, err, limit) from None
     except UnidentifiedImageError:
         raise InputError(
             f"cannot read {name}: not an image format mindlens knows "
@@ -106,7 +106,7 @@ def probe_image(path: str | Path, max_pixels: int | None = None) -> None:
         raise InputError(f"image file not found: {name}")
     if path.stat().st_size == 0:
         raise InputError(f"image file is empty (0 bytes): {name}")
-    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    limit = _pillow_limit(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -114,7 +114,7 @@ def probe_image(path: str | Path, max_pixels: int | None = None) -> None:
                 check_pixels(img.width, img.height, limit, name)
                 img.verify()
     except Image.DecompressionBombError as err:
-        raise InputError(f"refused {name}: {err}") from None
+        raise _bomb(name, err, limit) from None
     except UnidentifiedImageError:
         raise InputError(f"cannot read {name}: not an image format mindlens knows") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
@@ -136,6 +136,26 @@ def readable(paths: list[Path], max_pixels: int | None = None) -> list[Path]:
             continue
         keep.append(path)
     return keep
+
+
+def _pillow_limit(max_pixels: int | None) -> int:
+    """The pixel limit of one read; Pillow's own bomb check (which fires at twice
+    ``Image.MAX_IMAGE_PIXELS`` while the header is read) is raised to it if lower, so a
+    limit the caller chose is the one that applies."""
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+    return limit
+
+
+def _bomb(name: str, err: Exception, limit: int) -> InputError:
+    """Pillow refused a header that claims too many pixels: say so in mindlens' words."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    claim = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return InputError(
+        f"{name} claims {claim}, over the limit of {limit:,} (a decompression bomb or a "
+        f"needlessly large file); shrink it, or raise the limit with --max-pixels "
+        f"(max_pixels= in the API) if you trust it")
 
 
 def check_pixels(width: int, height: int, limit: int | None, source: str) -> None:
