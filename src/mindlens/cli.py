@@ -166,14 +166,15 @@ def _readable_images(paths: list[Path]) -> list[Path]:
     if len(paths) < 2:
         return paths
     volumes = [p for p in paths if is_volume_path(p)]
+    files = [p for p in paths if not is_volume_path(p)]
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _warning_line
-        images = readable([p for p in paths if not is_volume_path(p)])
-    keep = [p for p in paths if p in volumes or p in images]
-    if not keep:
-        raise typer.BadParameter("none of the image files can be read (see the warnings)")
-    return keep
+        try:
+            images = readable(files, what="image files") if files else []
+        except InputError as e:
+            raise typer.BadParameter(str(e)) from None
+    return [p for p in paths if p in volumes or p in images]
 
 
 def _trust(value: bool) -> bool:

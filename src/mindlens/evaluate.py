@@ -67,10 +67,7 @@ def collect(data_dir: str | Path, masks_dir: str | Path | None = None
     found = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {display_name(root)}")
-    images = readable(found)
-    if not images:
-        raise InputError(f"none of the {len(found)} images in {display_name(root)} can be "
-                         f"read (each is named in a warning above)")
+    images = readable(found, what=f"images in {display_name(root)}")
     if masks_dir is None:
         return images, [None] * len(images)
     mroot = Path(masks_dir)

@@ -124,17 +124,23 @@ def probe_image(path: str | Path, max_pixels: int | None = None) -> None:
                          f"({' '.join(str(err).split())})") from None
 
 
-def readable(paths: list[Path], max_pixels: int | None = None) -> list[Path]:
+def readable(paths: list[Path], max_pixels: int | None = None, what: str = "images"
+             ) -> list[Path]:
     """The image files of ``paths`` that :func:`probe_image` accepts; every other one is
-    skipped with an :class:`~mindlens.errors.InputWarning` that names it and says why."""
-    keep = []
+    skipped with an :class:`~mindlens.errors.InputWarning` that names it and says why. If
+    none is readable: one :class:`InputError` with the first reason (no warnings)."""
+    keep, bad = [], []
     for path in paths:
         try:
             probe_image(path, max_pixels)
         except InputError as err:
-            warnings.warn(InputWarning(f"skipped {display_name(path)}: {err}"), stacklevel=2)
+            bad.append((path, err))
             continue
         keep.append(path)
+    if paths and not keep:
+        raise InputError(f"none of the {len(paths)} {what} can be read ({bad[0][1]})")
+    for path, err in bad:
+        warnings.warn(InputWarning(f"skipped {display_name(path)}: {err}"), stacklevel=2)
     return keep
 
 

@@ -311,6 +311,11 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises its own SafetensorError
             raise ModelError(f"cannot read safetensors file {path}: {_one_line(err)}"
                              ) from None
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # zip or pickle
+        raise ModelError(f"cannot read weights file {path}: it is neither safetensors nor "
+                         f"a torch.save file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
