@@ -70,7 +70,9 @@ def os_error(e: OSError) -> str:
 
 def kept(out_dir: Path | None) -> str:
     """What an interrupted command leaves behind, in words."""
-    if out_dir is None or not Path(out_dir).is_dir():
+    if out_dir is None:
+        return "files already saved are kept"
+    if not Path(out_dir).is_dir():
         return "nothing was written"
     files = sorted(p for p in Path(out_dir).iterdir() if p.is_file())
     if not files:
@@ -482,6 +484,9 @@ def demo_cmd(
 def _mount_subcommands() -> None:
     from .methods.mace.cli import app as mace_app
 
+    for command in mace_app.registered_commands:  # one-line failures and Ctrl-C there too
+        if command.callback is not None:
+            command.callback = friendly(command.callback)
     app.add_typer(mace_app, name="mace", help="Train MACE concept units.")
 
 
