@@ -31,7 +31,7 @@ net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32,
                     nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                     nn.Flatten(), nn.Linear(64, 10)).eval()
 clf = mindlens.Classifier(net, input_size=(size, size))
-x = torch.rand(n, 3, size, size)
+x = torch.rand(max(n, 1), 3, size, size)
 chunk = default_max_batch(x)
 if n == 0:
     print(0, chunk, 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

@@ -18,7 +18,7 @@ from ..errors import InputError, NotApplicableError
 from ..explanation import Explanation
 from ..model import Classifier
 from ..targets import Targets
-from .chunks import check_max_batch, default_max_batch, merge
+from .chunks import check_max_batch, default_max_batch, run_in_chunks
 
 REDUCTIONS = ("max_abs", "sum", "abs_sum", "l2")
 
@@ -116,8 +116,7 @@ class Method:
         if b <= size:
             result = self.run(clf, x, targets)
         else:
-            result = merge([self.run(clf, x[i:i + size], targets.split(b, i, i + size))
-                            for i in range(0, b, size)])
+            result = run_in_chunks(lambda xs, ts: self.run(clf, xs, ts), x, targets, size)
         result.cost.seconds = time.perf_counter() - start
         return result
 

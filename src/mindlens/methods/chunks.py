@@ -12,13 +12,14 @@ the chunking: every method explains each image independently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from ..errors import InputError
 from ..explanation import Cost, Explanation
+from ..targets import Targets
 
 #: bytes one chunk may use for the method's working memory (activations, gradients, copies)
 CHUNK_BUDGET = 512 * 2**20
@@ -42,15 +43,40 @@ def check_max_batch(value: Any) -> int | None:
     return value
 
 
-def merge(parts: Sequence[Explanation]) -> Explanation:
-    """One explanation from the explanations of consecutive chunks of a batch."""
+def run_in_chunks(run: Callable[[torch.Tensor, Targets], Explanation], x: torch.Tensor,
+                  targets: Targets, size: int) -> Explanation:
+    """``run`` on consecutive chunks of ``size`` images of ``x``, joined into one
+    explanation. Each chunk's maps (and ``raw``) are copied into the result as soon as the
+    chunk is done and released, so the result is never held twice."""
+    b = x.shape[0]
+    parts: list[Explanation] = []
+    sizes: list[int] = []
+    maps: torch.Tensor | None = None
+    raw: torch.Tensor | None = None
+    for start in range(0, b, size):
+        part = run(x[start:start + size], targets.split(b, start, start + size))
+        n = part.batch_size
+        if maps is None:
+            maps = part.maps.new_empty((b, *part.maps.shape[1:]))
+            if part.raw is not None:
+                raw = part.raw.new_empty((b, *part.raw.shape[1:]))
+        maps[start:start + n] = part.maps
+        if raw is not None and part.raw is not None:
+            raw[start:start + n] = part.raw
+        part.maps, part.raw = part.maps[:0], None
+        parts.append(part)
+        sizes.append(n)
+    assert maps is not None
+    return merge(parts, sizes, maps, raw)
+
+
+def merge(parts: Sequence[Explanation], sizes: list[int], maps: torch.Tensor,
+          raw: torch.Tensor | None) -> Explanation:
+    """One explanation from the chunks of a batch (their ``sizes``), with the joined
+    ``maps`` and ``raw``."""
     first = parts[0]
-    if len(parts) == 1:
-        return first
-    sizes = [p.batch_size for p in parts]
-    raw = None if first.raw is None else torch.cat([p.raw for p in parts])  # type: ignore[misc]
     return Explanation(
-        method=first.method, maps=torch.cat([p.maps for p in parts]),
+        method=first.method, maps=maps,
         targets=torch.cat([p.targets for p in parts]),
         scores=torch.cat([p.scores for p in parts]),
         probs=torch.cat([p.probs for p in parts]), signed=first.signed,
