@@ -170,12 +170,6 @@ class Classifier:
                     f" of the model's {out.shape[1]} logits; a classifier needs at least 2 "
                     f"classes. Lower logit_offset (it drops leading extra logits)")
             out = out[:, self.logit_offset :]
-        if not torch.isfinite(out.detach()).all():
-            rows = (~torch.isfinite(out.detach())).any(dim=1).nonzero().flatten().tolist()
-            raise ModelError(
-                f"the model returned NaN or infinite logits (batch rows {rows[:5]}) for finite "
-                f"inputs; its weights or a layer overflow. Check the weights and the input "
-                f"normalisation (mean/std)")
         if self.labels is not None and out.shape[1] != len(self.labels) and not self._checked:
             if len(self.labels) == out.shape[1] + self.logit_offset:  # names of extra logits
                 self.labels = list(self.labels)[self.logit_offset :]

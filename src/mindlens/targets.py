@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, ModelError
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 TargetLike = int | Sequence[int] | torch.Tensor | ScoreFn | None
@@ -44,8 +44,16 @@ class Targets:
         return self.target if callable(self.target) else None
 
     def resolve(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class indices ``[B, T]`` (``-1`` for a callable target)."""
+        """Class indices ``[B, T]`` (``-1`` for a callable target). Every method resolves
+        its targets on the clean logits, so this is also where non-finite logits are
+        refused (once per call, not once per forward pass)."""
         b, k = logits.shape
+        if not torch.isfinite(logits.detach()).all():
+            rows = (~torch.isfinite(logits.detach())).any(dim=1).nonzero().flatten().tolist()
+            raise ModelError(
+                f"the model returned NaN or infinite logits (batch rows {rows[:5]}) for finite "
+                f"inputs; its weights or a layer overflow. Check the weights and the input "
+                f"normalisation (mean/std)")
         t = self.target
         if callable(t):
             return torch.full((b, 1), -1, dtype=torch.long, device=logits.device)
