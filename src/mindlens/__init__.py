@@ -7,7 +7,7 @@ and data, and reports a non-expert can follow.
 from . import methods
 from .api import explain, explain_all
 from .blackbox import BlackBox
-from .errors import InputError, MindlensError, ModelError, NotApplicableError
+from .errors import InputError, InputWarning, MindlensError, ModelError, NotApplicableError
 from .explanation import Cost, Explanation
 from .model import Classifier, InputSpec
 from .model_card import load_model
@@ -15,6 +15,7 @@ from .model_card import load_model
 __version__ = "0.1.0"
 
 __all__ = [
-    "BlackBox", "Classifier", "Cost", "Explanation", "InputError", "InputSpec", "MindlensError",
-    "ModelError", "NotApplicableError", "explain", "explain_all", "load_model", "methods",
+    "BlackBox", "Classifier", "Cost", "Explanation", "InputError", "InputSpec", "InputWarning",
+    "MindlensError", "ModelError", "NotApplicableError", "explain", "explain_all", "load_model",
+    "methods",
 ]

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from . import methods
+from . import methods, progress
 from .explanation import Explanation
 from .metrics.input_dependence import input_independence_note
 from .model import Classifier, ImageLike
@@ -21,6 +21,7 @@ def explain(
     top_k: int = 1,
     layer: Any = "auto",
     threshold: float | None = None,
+    max_pixels: int | None = None,
     **params: Any,
 ) -> Explanation:
     """Explain the classifier's decision on ``images`` with one method.
@@ -33,16 +34,23 @@ def explain(
     ``output`` kind) is at least this, e.g. every finding of a multi-label model above 0.5.
     ``layer`` is used by layer-based
     methods (``"auto"``: the last spatial feature map). Other keywords are the method's
-    parameters (see ``mindlens.methods.get(name).defaults``). When different images of the
-    batch explained for the same class get the same map, ``extras["input_independent"]``
-    says so and a warning is issued (the map then does not depend on the image).
+    parameters (see ``mindlens.methods.get(name).defaults``); every method also takes
+    ``max_batch``, the images per chunk (default: from the input size, see
+    :mod:`mindlens.methods.chunks`). ``max_pixels``: the largest image file read (default
+    50 megapixels). A perturbation method that will run long warns first with its estimate
+    (:class:`~mindlens.errors.CostWarning`, see :mod:`mindlens.progress`). When different
+    images of the batch explained for the same class get the same map,
+    ``extras["input_independent"]`` says so and a warning is issued (the map then does not
+    depend on the image).
     """
     cls = methods.get(method)
     if "layer" in cls.defaults:
         params["layer"] = layer
     algo = cls(**params)
-    x = classifier.preprocess(images)
-    expl = algo.explain(classifier, x, Targets(target, top_k, threshold, classifier.output))
+    x = classifier.preprocess(images, max_pixels=max_pixels)
+    targets = Targets(target, top_k, threshold, classifier.output)
+    with progress.watch(algo, classifier, x):
+        expl = algo.explain(classifier, x, targets)
     note = input_independence_note(x, expl.maps, expl.targets)
     if note:
         expl.extras["input_independent"] = note

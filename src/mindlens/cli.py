@@ -1,13 +1,18 @@
 """The ``mindlens`` command line.
 
-Bad input ends with exit code 2 and one line saying what was wrong, never a traceback.
+Every failure ends with exit code 2 and one line saying what was wrong, never a traceback
+(:func:`friendly` for the commands' own errors, :func:`main` for usage errors); Ctrl-C
+ends with exit code 130 and a line saying what was kept. Warnings (a frame picked, a file
+skipped, a long run ahead) are one line each; long perturbation runs show a progress bar.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,8 +24,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from . import methods
+from . import methods, progress
 from .errors import InputError, MindlensError, NotApplicableError
+from .io import DEFAULT_MAX_PIXELS, display_name, set_max_pixels
 from .methods.perturbation.occlusion import MODES as OCCLUSION_MODES
 from .render.panel import panel
 
@@ -32,21 +38,167 @@ out = Console()
 DEFAULT_METHODS = "saliency,guided_backprop,cam,gradcam,guided_gradcam"
 
 
+def printable(text: object) -> str:
+    """One line, any bytes: undecodable file-name bytes as ``\\xNN``, newlines folded."""
+    raw = str(text).encode("utf-8", "surrogateescape")
+    return " ".join(raw.decode("utf-8", "backslashreplace").split())
+
+
+def fail(message: object, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` (one line) and return the exit to raise."""
+    err.print(f"[bold red]error:[/] {printable(message)}", highlight=False, soft_wrap=True,
+              markup=True)
+    return typer.Exit(code)
+
+
+def os_error(e: OSError) -> str:
+    """An OS error as one line that names the file and the likely fix."""
+    name = printable(e.filename) if e.filename is not None else ""
+    what = e.strerror or str(e)
+    hint = {
+        FileExistsError: "a file of that name is in the way; give a folder path (or remove "
+                         "the file)",
+        NotADirectoryError: "a part of the path is a file, not a folder; give a folder path",
+        PermissionError: "choose a folder you can write to (or fix its permissions)",
+        IsADirectoryError: "give a file, not a folder",
+        FileNotFoundError: "check the path",
+    }.get(type(e), "")
+    if e.errno == 28:  # ENOSPC
+        hint = "free some space or write elsewhere (--out)"
+    return f"{what}: {name}" + (f" ({hint})" if hint else "")
+
+
+def kept(out_dir: Path | None) -> str:
+    """What an interrupted command leaves behind, in words."""
+    if out_dir is None:
+        return "files already saved are kept"
+    if not Path(out_dir).is_dir():
+        return "nothing was written"
+    files = sorted(p for p in Path(out_dir).iterdir() if p.is_file())
+    if not files:
+        return f"nothing was written to {printable(out_dir)}"
+    text = f"kept {len(files)} file(s) in {printable(out_dir)}"
+    rows = Path(out_dir) / "results.jsonl"
+    if rows.is_file():
+        with rows.open("rb") as fh:
+            done = sum(1 for line in fh if line.strip())
+        text += f" ({done} finished rows in {rows.name}; the same command resumes)"
+    return text
+
+
+def _warning_line(message: Warning | str, category: type[Warning], *_: Any,
+                  **__: Any) -> None:
+    err.print(f"[yellow]warning:[/] {printable(message)}", highlight=False, soft_wrap=True)
+
+
+class _Bar:
+    """The progress reporter of :mod:`mindlens.progress`: a rich bar per method, opened on
+    the first report."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = Progress(console=err, transient=True)
+            self.bar.start()
+        if label not in self.tasks:
+            self.tasks[label] = self.bar.add_task(f"{label} (model passes)", total=total)
+        self.bar.update(self.tasks[label], completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn mindlens errors into one line on stderr and exit code 2."""
+    """Run a command so that every failure is one line on stderr and exit code 2 (the
+    command's own errors, OS errors, a model's ``sys.exit``, anything unexpected: set
+    ``MINDLENS_DEBUG=1`` for its traceback), Ctrl-C is exit code 130 with what was kept,
+    warnings are one line each and long perturbation runs show a progress bar."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MindlensError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        bar = _Bar()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UserWarning)
+            warnings.showwarning = _warning_line
+            try:
+                with progress.reporting(bar):
+                    return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, typer.TyperException):
+                raise
+            except KeyboardInterrupt:
+                bar.close()
+                err.print(f"interrupted: {kept(kwargs.get('out_dir'))}", highlight=False,
+                          soft_wrap=True)
+                raise typer.Exit(130) from None
+            except MindlensError as e:
+                raise fail(e) from None
+            except OSError as e:
+                raise fail(os_error(e)) from None
+            except SystemExit as e:
+                raise fail(f"the model's code called sys.exit({e.code!r}); mindlens stopped "
+                           f"there") from None
+            except Exception as e:  # a bug or an unforeseen input: still one line
+                if os.environ.get("MINDLENS_DEBUG"):
+                    raise
+                raise fail(f"unexpected {type(e).__name__}: {e} (set MINDLENS_DEBUG=1 for "
+                           f"the traceback, and please report it)") from None
+            finally:
+                bar.close()
 
     return wrapper
+
+
+def _max_pixels(value: int | None) -> int | None:
+    if value is not None:
+        if value < 1:
+            raise typer.BadParameter("must be a positive number of pixels")
+        set_max_pixels(value)
+    return value
+
+
+def _readable_images(paths: list[Path]) -> list[Path]:
+    """Of several image files, skip those that cannot be read, each with a warning line (a
+    single file is left to fail with its own error)."""
+    from .io import is_volume_path, readable
+
+    if len(paths) < 2:
+        return paths
+    volumes = [p for p in paths if is_volume_path(p)]
+    files = [p for p in paths if not is_volume_path(p)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _warning_line
+        try:
+            images = readable(files, what="image files") if files else []
+        except InputError as e:
+            raise typer.BadParameter(str(e)) from None
+    return [p for p in paths if p in volumes or p in images]
+
+
+def _trust(value: bool) -> bool:
+    if value:
+        from .model_card import trust_cards
+
+        trust_cards(True)
+    return value
+
+
+def _out_folder(value: Path | None) -> Path | None:
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{printable(value)} is a file; --out names a folder")
+    return value
+
+
+#: options every command that reads a card or images takes (parsed by their callbacks)
+MaxPixels = Annotated[int | None, typer.Option(
+    "--max-pixels", callback=_max_pixels, help=f"refuse image files with more pixels "
+    f"(checked from the header; default {DEFAULT_MAX_PIXELS:,})")]
+TrustCard = Annotated[bool, typer.Option(
+    "--trust-card", callback=_trust, help="let the model card name files outside its folder")]
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -70,7 +222,8 @@ def list_methods() -> None:
 
 @app.command("layers")
 @friendly
-def list_layers(model: Annotated[Path, typer.Option("--model", help="model card (JSON)")]) -> None:
+def list_layers(model: Annotated[Path, typer.Option("--model", help="model card (JSON)")],
+                trust_card: TrustCard = False) -> None:
     """List the model's layer names (for --layer) and the one 'auto' picks."""
     from .model_card import load_model
 
@@ -83,7 +236,9 @@ def list_layers(model: Annotated[Path, typer.Option("--model", help="model card 
 @app.command("explain")
 @friendly
 def explain_cmd(
-    images: Annotated[list[Path], typer.Argument(help="image files")],
+    images: Annotated[list[Path], typer.Argument(help="image files (unreadable ones are "
+                                                 "skipped with a warning)",
+                                                 callback=_readable_images)],
     model: Annotated[Path, typer.Option("--model", help="model card (JSON)")],
     method_spec: Annotated[str, typer.Option("--methods", help="comma-separated names")
                            ] = DEFAULT_METHODS,
@@ -93,7 +248,8 @@ def explain_cmd(
         help="explain every class whose probability is at least this (e.g. every finding "
              "of a multi-label model above 0.5) instead of the top k")] = None,
     layer: Annotated[str, typer.Option(help="layer for CAM methods")] = "auto",
-    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mindlens-out"),
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder", callback=_out_folder)
+                       ] = Path("mindlens-out"),
     gray_saliency: Annotated[bool, typer.Option(help="show saliency as a gray map")] = False,
     unit: Annotated[Path | None, typer.Option(help="trained MACE unit (for --methods mace)")
                     ] = None,
@@ -107,6 +263,12 @@ def explain_cmd(
              "layer only where the window reaches (several times faster), unchecked; "
              "approximate: a quick preview (drill-down in bfloat16), its measured error in "
              "summary.json")] = "auto",
+    window: Annotated[int | None, typer.Option(
+        min=1, help="occlusion window in pixels (default: 16/224 of the image side)")] = None,
+    stride: Annotated[int | None, typer.Option(
+        min=1, help="occlusion stride in pixels (default: half the window)")] = None,
+    max_pixels: MaxPixels = None,
+    trust_card: TrustCard = False,
 ) -> None:
     """Explain IMAGES (or volumes: NIfTI/.npy, for a card with input_size [D, H, W]) with
     several methods; write DIR/report.html, DIR/<image>.npz (one [T, H, W] array per
@@ -143,7 +305,7 @@ def explain_cmd(
                 try:
                     extra = {"unit": str(unit)} if name == "mace" and unit else {}
                     if name == "occlusion":
-                        extra = {"mode": occlusion_mode}
+                        extra = {"mode": occlusion_mode, "window": window, "stride": stride}
                     if name == "occlusion" and fills:  # one run per fill value
                         sens = baseline_sensitivity(clf, x, fills, target=target, top_k=top_k,
                                                     **extra)
@@ -162,7 +324,7 @@ def explain_cmd(
             np.savez_compressed(out_dir / f"{stem}.npz", **{
                 n: e.maps[0].cpu().numpy().astype(np.float32) for n, e in results.items()})
             Image.fromarray(_picture(clf, x, results)).save(out_dir / f"{stem}.png")
-            summary["images"][stem] = {"path": str(path), **{n: {
+            summary["images"][stem] = {"path": display_name(path), **{n: {
                 "targets": e.targets[0].tolist(), "labels": [clf.label(int(c)) for c in
                                                              e.targets[0]],
                 "probs": e.probs[0].tolist(), "signed": e.signed,
@@ -171,11 +333,11 @@ def explain_cmd(
                    e.extras else {}),
                 **({"exact_path": e.extras["exact_path"]} if "exact_path" in e.extras
                    else {})} for n, e in results.items()}}
-            report.add(x, results, titles=[path.name], top_k=max(3, top_k))
+            report.add(x, results, titles=[display_name(path.name)], top_k=max(3, top_k))
             if fills and "occlusion" in results:
                 summary["images"][stem]["baseline_sensitivity"] = sensitivity.summary(sens)
-                report.add_figure(f"{path.name}: does the occlusion map depend on the fill "
-                                  f"value?", sensitivity.figure(sens, clf, x),
+                report.add_figure(f"{display_name(path.name)}: does the occlusion map "
+                                  f"depend on the fill value?", sensitivity.figure(sens, clf, x),
                                   sensitivity.caption(sens, clf))
     summary["skipped"] = skipped
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -199,7 +361,8 @@ def evaluate_cmd(
                                                "same file stems as the images")] = None,
     method_spec: Annotated[str | None, typer.Option("--methods", help="comma-separated names "
                                                     "(default: all)")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mindlens-eval"),
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder", callback=_out_folder)
+                       ] = Path("mindlens-eval"),
     steps: Annotated[int, typer.Option(help="deletion/insertion steps")] = 50,
     demo: Annotated[str | None, typer.Option(
         "--demo", help="'retina': evaluate the bundled demo model on fresh synthetic fundus "
@@ -218,6 +381,8 @@ def evaluate_cmd(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="replace a run already in --out (by default only the same "
         "model, data and settings resume there; another run is refused)")] = False,
+    max_pixels: MaxPixels = None,
+    trust_card: TrustCard = False,
 ) -> None:
     """Measure every method on your model and data: the criteria table (criteria.html,
     criteria.json, results.csv). A killed run started again resumes where it stopped;
@@ -286,7 +451,8 @@ def evaluate_cmd(
 @app.command("demo")
 @friendly
 def demo_cmd(
-    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo-report"),
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder", callback=_out_folder)
+                       ] = Path("demo-report"),
     method_spec: Annotated[str | None, typer.Option("--methods", help="comma-separated names "
                                                     "(default: every method)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the fresh demo test images")] = 2026,
@@ -343,6 +509,9 @@ def demo_cmd(
 def _mount_subcommands() -> None:
     from .methods.mace.cli import app as mace_app
 
+    for command in mace_app.registered_commands:  # one-line failures and Ctrl-C there too
+        if command.callback is not None:
+            command.callback = friendly(command.callback)
     app.add_typer(mace_app, name="mace", help="Train MACE concept units.")
 
 
@@ -383,8 +552,25 @@ def _unique(stem: str, seen: set[str]) -> str:
     return name
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """The console script: run a command; usage errors too are one line, exit code 2."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="mindlens")
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except typer.Abort:  # Ctrl-C while the command line itself was read
+        err.print("interrupted: nothing was written", highlight=False)
+        return 130
+    except typer.TyperException as e:  # a usage error (bad option value, missing option)
+        ctx = getattr(e, "ctx", None)
+        command = f" {ctx.info_name}" if ctx is not None and ctx.parent is not None else ""
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        fail(f"{message} (see mindlens{command} --help)")
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing was written", highlight=False)
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

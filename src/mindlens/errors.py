@@ -24,3 +24,13 @@ class NotApplicableError(MindlensError, ValueError):
 
     The message names the reason and a method that does apply.
     """
+
+
+class InputWarning(UserWarning):
+    """Input that mindlens uses, but not as given (a frame picked, a range rescaled, a file
+    skipped); the message says what was done and how to silence it."""
+
+
+class CostWarning(UserWarning):
+    """A call that will take long (over :data:`mindlens.progress.WARN_SECONDS`): the
+    message gives the estimate and the faster options."""

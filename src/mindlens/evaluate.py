@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from . import methods as registry
 from . import metrics as M
 from .errors import InputError, MindlensError
+from .io import check_pixels, display_name, readable
 from .metrics._common import flat
 from .metrics.cost import ACCESS_LEVELS
 from .metrics.criteria import CriteriaTable, summarize
@@ -68,7 +69,8 @@ def image_ids(images: Sequence[ImageLike] | torch.Tensor) -> list[str]:
     """A stable id per image: the file name for paths, else ``image_<index>``."""
     out = []
     for i, im in enumerate(images):
-        out.append(Path(im).name if isinstance(im, (str, Path)) else f"image_{i:05d}")
+        out.append(display_name(Path(im).name) if isinstance(im, (str, Path))
+                   else f"image_{i:05d}")
     if len(set(out)) != len(out):
         out = [f"{i:05d}_{name}" for i, name in enumerate(out)]
     return out
@@ -80,13 +82,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 def collect(data_dir: str | Path, masks_dir: str | Path | None = None
             ) -> tuple[list[Path], list[Path | None]]:
     """Image files of ``data_dir`` (sorted) and, per image, the mask file in ``masks_dir``
-    with the same stem (any image suffix; ``None`` where there is none), for a CLI."""
+    with the same stem (any image suffix; ``None`` where there is none), for a CLI. A file
+    that cannot be read is skipped with a warning naming it (:func:`mindlens.io.readable`),
+    so one bad file does not stop the others."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise InputError(f"{root} is not a folder of images")
-    images = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+        raise InputError(f"{display_name(root)} is not a folder of images")
+    found = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {display_name(root)}")
+    images = readable(found, what=f"images in {display_name(root)}")
     if masks_dir is None:
         return images, [None] * len(images)
     mroot = Path(masks_dir)
@@ -104,8 +109,16 @@ def load_mask(mask: MaskLike, size: tuple[int, int], image_id: str) -> torch.Ten
     if isinstance(mask, (str, Path)):
         from PIL import Image
 
-        with Image.open(mask) as im:
-            mask = np.asarray(im.convert("L")) > 127
+        try:
+            with Image.open(mask) as im:
+                check_pixels(im.width, im.height, None, display_name(mask))
+                mask = np.asarray(im.convert("L")) > 127
+        except (OSError, SyntaxError, ValueError) as err:
+            if isinstance(err, InputError):
+                raise
+            raise InputError(f"cannot read the mask {display_name(mask)} of {image_id}: "
+                             f"{' '.join(str(err).split())}; give a PNG with the region in "
+                             f"white") from None
     t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
     if t.dim() == 3 and t.shape[0] == 1:
         t = t[0]

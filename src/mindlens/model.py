@@ -26,6 +26,7 @@ from .errors import InputError, ModelError
 from .io import (
     as_image_array,
     as_volume_array,
+    display_name,
     is_volume_path,
     match_channels,
     pil_to_array,
@@ -128,6 +129,9 @@ class Classifier:
             raise ModelError(
                 f"Classifier needs a torch.nn.Module, got {type(self.module).__name__}"
             )
+        if isinstance(self.logit_offset, bool) or not isinstance(self.logit_offset, int) \
+                or self.logit_offset < 0:
+            raise InputError(f"logit_offset must be an integer >= 0, got {self.logit_offset!r}")
         self.input_size = tuple(int(s) for s in self.input_size)  # type: ignore[assignment]
         self.spec = InputSpec(
             self.input_size, int(self.channels), tuple(map(float, self.mean)),
@@ -201,6 +205,11 @@ class Classifier:
                 f"from a tuple)."
             )
         if self.logit_offset:
+            if out.shape[1] - self.logit_offset < 2:
+                raise ModelError(
+                    f"logit_offset={self.logit_offset} leaves {out.shape[1] - self.logit_offset}"
+                    f" of the model's {out.shape[1]} logits; a classifier needs at least 2 "
+                    f"classes. Lower logit_offset (it drops leading extra logits)")
             out = out[:, self.logit_offset :]
         if self.output == "single_logit" and out.shape[1] != 1:
             raise ModelError(
@@ -277,22 +286,27 @@ class Classifier:
             raise InputError("the input tensor contains NaN or infinite values")
         return x.to(device=self.device, dtype=self.dtype)
 
-    def to_pixels(self, image: ImageLike, source: str = "image") -> np.ndarray:
-        """One image -> ``float32 [H, W, C]`` in [0, 1] with the model's channel count."""
+    def to_pixels(self, image: ImageLike, source: str = "image",
+                  max_pixels: int | None = None) -> np.ndarray:
+        """One image -> ``float32 [H, W, C]`` in [0, 1] with the model's channel count
+        (a file over ``max_pixels`` pixels is refused, one much larger than the input size
+        shrunk while read; see :func:`mindlens.io.read_image`)."""
         if isinstance(image, (str, Path)):
-            arr = read_image(image)
-            source = str(image)
+            arr = read_image(image, size=self.input_size, max_pixels=max_pixels)
+            source = display_name(image)
         elif isinstance(image, Image.Image):
             arr = pil_to_array(image, source)
         else:
             arr = as_image_array(image, source)
         return match_channels(arr, self.channels, source)
 
-    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+    def preprocess(self, images: ImageLike | Sequence[ImageLike],
+                   max_pixels: int | None = None) -> torch.Tensor:
         """Files, PIL images or arrays -> a model-space batch ``[B, C, H, W]``; for a volume
         model (3-value ``input_size``), volume files or arrays -> ``[B, C, D, H, W]``.
 
-        A tensor is taken as already preprocessed and only validated.
+        A tensor is taken as already preprocessed and only validated. ``max_pixels``: the
+        largest image file read (default :data:`mindlens.io.MAX_PIXELS`, 50 megapixels).
         """
         if isinstance(images, torch.Tensor):
             return self.check_tensor(images)
@@ -309,8 +323,8 @@ class Classifier:
             images = [images]
         if len(images) == 0:
             raise InputError("no images were given")
-        batch = [self.pixels_to_tensor(self.to_pixels(im, f"image {i}")) for i, im in
-                 enumerate(images)]
+        batch = [self.pixels_to_tensor(self.to_pixels(im, f"image {i}", max_pixels))
+                 for i, im in enumerate(images)]
         return torch.cat(batch).to(device=self.device, dtype=self.dtype)
 
     def preprocess_volumes(self, volumes: Any) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, ModelError
 from .model import probabilities_of
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -28,20 +28,42 @@ class Targets:
     output: str = "softmax"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.top_k, int) or self.top_k < 1:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
             raise InputError(f"top_k must be a positive integer, got {self.top_k!r}")
         if self.threshold is not None and not (
                 isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
             raise InputError(f"threshold must be a probability in (0, 1), got "
                              f"{self.threshold!r}")
+        if self.target is not None and not callable(self.target):
+            object.__setattr__(self, "target", class_indices(self.target))
+
+    def split(self, batch: int, start: int, stop: int) -> Targets:
+        """The request for images ``start:stop`` of a batch of ``batch`` images (one
+        index per image is sliced; a single index or a callable is shared)."""
+        t = self.target
+        if isinstance(t, torch.Tensor) and t.dim() >= 1:
+            if t.shape[0] != batch:
+                raise InputError(
+                    f"target has {t.shape[0]} entries for {batch} images; give one class "
+                    f"index per image, or a single index for all")
+            return Targets(t[start:stop], self.top_k, self.threshold, self.output)
+        return self
 
     @property
     def score_fn(self) -> ScoreFn | None:
         return self.target if callable(self.target) else None
 
     def resolve(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class indices ``[B, T]`` (``-1`` for a callable target)."""
+        """Class indices ``[B, T]`` (``-1`` for a callable target). Every method resolves
+        its targets on the clean logits, so this is also where non-finite logits are
+        refused (once per call, not once per forward pass)."""
         b, k = logits.shape
+        if not torch.isfinite(logits.detach()).all():
+            rows = (~torch.isfinite(logits.detach())).any(dim=1).nonzero().flatten().tolist()
+            raise ModelError(
+                f"the model returned NaN or infinite logits (batch rows {rows[:5]}) for finite "
+                f"inputs; its weights or a layer overflow. Check the weights and the input "
+                f"normalisation (mean/std)")
         t = self.target
         if callable(t):
             return torch.full((b, 1), -1, dtype=torch.long, device=logits.device)
@@ -83,6 +105,24 @@ class Targets:
                 )
             return value[:, None]
         return logits.gather(1, classes)
+
+
+def class_indices(target: object) -> torch.Tensor:
+    """A target given as an index, a list or an array -> a ``long`` tensor; refuses
+    anything that is not a whole number (``1.5`` must not quietly become class 1)."""
+    if isinstance(target, bool):
+        raise InputError(f"target must be a class index (an integer), got {target!r}")
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"target must be a class index, one per image, or a callable; got "
+                         f"{target!r}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"target must hold integer class indices, got {t.dtype}")
+    if t.is_floating_point() and (not torch.isfinite(t).all() or (t != t.round()).any()):
+        raise InputError(f"target must hold whole class indices, got {target!r}; "
+                         f"a fractional class is not a class")
+    return t.long()
 
 
 def probabilities(logits: torch.Tensor, classes: torch.Tensor, output: str = "softmax"

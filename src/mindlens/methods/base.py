@@ -19,6 +19,7 @@ from ..explanation import Explanation
 from ..model import Classifier
 from ..patching import model_lock
 from ..targets import Targets
+from .chunks import check_max_batch, default_max_batch, run_in_chunks
 
 REDUCTIONS = ("max_abs", "sum", "abs_sum", "l2")
 
@@ -61,8 +62,13 @@ class Method:
     #: the paper the method comes from
     reference: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    #: the faster options a cost warning names (methods that report :meth:`passes`)
+    faster: ClassVar[str] = ""
 
     def __init__(self, **params: Any) -> None:
+        #: images per chunk (every method takes it; ``None``: chosen from the input size,
+        #: see :mod:`mindlens.methods.chunks`)
+        self.max_batch = check_max_batch(params.pop("max_batch", None))
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
@@ -102,23 +108,35 @@ class Method:
             )
 
     def explain(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
-        """Check and run under the model's lock (:func:`~mindlens.patching.model_lock`):
-        besides the patched sections, a run keeps per-model caches (LRP plans, reduced-
-        precision copies, occlusion's clean rows) and runs clean forwards, and another
-        thread's patch must never be seen by them. ``cost.seconds`` excludes the wait.
-        Probability-based targets and scores follow the model's output kind."""
+        """Check and run under the model's lock (:func:`~mindlens.patching.model_lock`),
+        in chunks of at most ``max_batch`` images (memory stays that of one chunk; the maps
+        are those of one call on the whole batch). Besides the patched sections, a run keeps
+        per-model caches (LRP plans, reduced-precision copies, occlusion's clean rows) and
+        runs clean forwards, and another thread's patch must never be seen by them.
+        ``cost.seconds`` excludes the wait. Probability-based targets and scores follow the
+        model's output kind."""
         with model_lock(clf.module):
             self.check(clf)  # it may look at modules another thread's patch swaps
             start = time.perf_counter()
             output = getattr(clf, "output", "softmax")
             if targets.output != output:
                 targets = replace(targets, output=output)
-            result = self.run(clf, x, targets)
+            size = self.max_batch or default_max_batch(x)
+            if x.shape[0] <= size:
+                result = self.run(clf, x, targets)
+            else:
+                result = run_in_chunks(lambda xs, ts: self.run(clf, xs, ts), x, targets,
+                                       size)
             if output != "softmax":  # methods report softmax probabilities
                 result.probs = clf.target_probabilities(x, result.targets)
                 result.cost.forward += 1
             result.cost.seconds = time.perf_counter() - start
         return result
+
+    def passes(self, clf: Classifier, x: torch.Tensor) -> int | None:
+        """Model evaluations this call will run on ``x``, where the method can say so
+        before it starts (perturbation methods); ``None``: a few, not worth estimating."""
+        return None
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
         raise NotImplementedError

@@ -12,6 +12,7 @@ outputs.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from ...errors import InputError, MindlensError
 from ...explanation import Cost, Explanation
 from ...model import Classifier
+from ...progress import planned_windows
 from ...targets import Targets, probabilities
 from ..base import Method, Needs, register
 from ..precision import CHOICES as PRECISIONS
@@ -52,7 +54,7 @@ CHECK_TOLERANCE = 1e-4
 #: default ``check_windows`` per mode: an incremental window costs about a tenth of a
 #: whole-model pass, so each whole-model check window costs about 2 % of the default
 #: mode's time on mobilenet_v2 at 224 px (729 windows; 6-11 % for the 3, measured)
-CHECK_WINDOWS = {"auto": 3, "approximate": 8}
+CHECK_WINDOWS = {"auto": 3, "approximate": 8, "exact": 0, "incremental": 0}
 #: copies per pass in the incremental modes for a 3 x 224 x 224 input (fewer for larger
 #: inputs, at least 8): large batches amortise the per-operation overhead of the patch
 #: bookkeeping and keep both cores busy in the layers where every copy is a whole map
@@ -164,6 +166,21 @@ class Occlusion(Method):
                              ("mode", MODES), ("precision", PRECISIONS)):
             if p[key] not in allowed:
                 raise InputError(f"{key} must be one of {', '.join(allowed)}, got {p[key]!r}")
+
+    #: what the cost warning of :mod:`mindlens.progress` suggests
+    faster = ("mode='incremental' (the same map, several times faster) or 'approximate' "
+              "(a preview), or a larger stride/window (CLI: --occlusion-mode, --stride, "
+              "--window)")
+
+    def passes(self, clf: Classifier, x: torch.Tensor) -> int:
+        """Model passes of one call: windows (per the mode) plus one clean pass, per image."""
+        p = self.params
+        window, stride = self.geometry(tuple(x.shape[2:]))
+        n = math.prod(len(window_starts(s, w, st, p["border"]))
+                      for s, w, st in zip(x.shape[2:], window, stride, strict=True))
+        per_image = planned_windows(n, len(window), p["mode"], p["coarse"], p["refine"],
+                                    _check_windows(p["check_windows"], p["mode"]))
+        return x.shape[0] * (per_image + 1)
 
     def geometry(self, spatial: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Window and stride per axis for an input of this spatial size."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ... import progress
 from ...errors import InputError
 from ...model import Classifier, probabilities_of
 from ...targets import Targets
@@ -214,6 +215,7 @@ def score_drops(clf: Classifier, x: torch.Tensor, targets: Targets, kind: str,
                     fill(batch, i, items)
                     out = _forward(clf, batch, layout)
                 calls += 1
+                progress.tick(len(items))
                 cls = classes[i : i + 1].expand(len(items), n_t)
                 drops[i, :, start : start + len(items)] = (
                     clean[i : i + 1] - class_scores(out, cls, kind, targets)).T
