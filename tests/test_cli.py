@@ -41,11 +41,12 @@ def test_explain_writes_report_and_arrays(setup):
     assert 'src="http' not in html and "<script src" not in html  # self-contained
     for i in range(2):
         arrays = np.load(out / f"img{i}.npz")
-        assert sorted(arrays.files) == ["cam", "gradcam", "saliency"]
+        assert sorted(arrays.files) == ["cam", "gradcam", "provenance", "saliency"]
         assert (out / f"img{i}.png").exists()
         assert arrays["gradcam"].shape == (2, 16, 16)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"]["img0"]["gradcam"]["labels"][0] in ("cat", "dog", "bird")
+    grad = [m for m in summary["images"]["img0"]["maps"] if m["method"] == "gradcam"]
+    assert len(grad) == 2 and grad[0]["label"] in ("cat", "dog", "bird")
 
 
 def test_methods_lists_every_method():
@@ -151,7 +152,7 @@ def test_occlusion_mode_from_the_command_line(setup):
                                      "--out", str(out)])
         assert result.exit_code == 0, result.output
         maps[mode] = np.load(out / "img0.npz")["occlusion"]
-        entry = json.loads((out / "summary.json").read_text())["images"]["img0"]["occlusion"]
+        entry = json.loads(np.load(out / "img0.npz")["provenance"].item())["occlusion"]
         assert ("approximation" in entry) == (mode == "approximate")
         # the report tells the reader that a preview is a preview, and how far off it was
         html = (out / "report.html").read_text()

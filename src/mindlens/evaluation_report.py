@@ -27,6 +27,27 @@ USE_CASES = {
 }
 
 
+def _best(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
+    """The best row for a criterion (ties broken by the sanity check, then the figure)."""
+
+    def key(r: dict[str, Any]) -> tuple:
+        sane = r["figures"].get("sanity_check") != "fail"
+        value = r["measured"][criterion]["value"]
+        value = float(value) if isinstance(value, (int, float)) else 0.0
+        value = -math.inf if math.isnan(value) else value
+        sign = -1.0 if THRESHOLDS[criterion].lower_is_better else 1.0
+        return (RANK.get(r["grades"][criterion], 0), sane, sign * value)
+
+    return max(rows, key=key)
+
+
+def best_method(table: CriteriaTable, criterion: str) -> str | None:
+    """The name of the method an evaluation recommends for ``criterion`` (None when no
+    method ran)."""
+    rows = [r for r in table.rows if r["status"] == "ok"]
+    return _best(rows, criterion)["method"] if rows else None
+
+
 def recommendations(table: CriteriaTable) -> list[tuple[str, str]]:
     """One sentence per use case, from the grades (ties broken by the sanity check and then
     by robustness)."""
@@ -36,16 +57,7 @@ def recommendations(table: CriteriaTable) -> list[tuple[str, str]]:
         if not rows:
             out.append((case, "No method could run on this model."))
             continue
-
-        def key(r: dict[str, Any], criterion: str = criterion) -> tuple:
-            sane = r["figures"].get("sanity_check") != "fail"
-            value = r["measured"][criterion]["value"]
-            value = float(value) if isinstance(value, (int, float)) else 0.0
-            value = -math.inf if math.isnan(value) else value
-            sign = -1.0 if THRESHOLDS[criterion].lower_is_better else 1.0
-            return (RANK.get(r["grades"][criterion], 0), sane, sign * value)
-
-        best = max(rows, key=key)
+        best = _best(rows, criterion)
         title = methods.get(best["method"]).title
         grade = best["grades"][criterion]
         if RANK.get(grade, 0) <= RANK["0"]:

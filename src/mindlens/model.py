@@ -99,6 +99,8 @@ class Classifier:
     name: str = "model"
     #: only outputs can be read (a callable or an ONNX file): no gradients, layers or hooks
     black_box: bool = False
+    #: SHA-256 of the model card it was loaded from (recorded in every explanation)
+    card_sha256: str | None = None
     spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:

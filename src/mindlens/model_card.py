@@ -15,6 +15,7 @@ unpickling can run arbitrary code.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import pickle
@@ -43,10 +44,13 @@ def load_model(card: str | Path | dict[str, Any], root: str | Path | None = None
             raise InputError(f"model card {path} is not valid JSON: {err}") from None
         root = path.parent if root is None else Path(root)
         name = data.get("name", path.stem)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         data = dict(card)
         root = Path(root or ".")
         name = data.get("name", "model")
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()
+                                ).hexdigest()
     if not isinstance(data, dict):
         raise InputError("a model card must be a JSON object")
     missing = [k for k in REQUIRED if k not in data]
@@ -63,6 +67,7 @@ def load_model(card: str | Path | dict[str, Any], root: str | Path | None = None
         labels=_labels(data.get("labels"), root),
         logit_offset=int(data.get("logit_offset", 0)),
         name=name,
+        card_sha256=digest,
     )
 
 

@@ -23,7 +23,7 @@ def demo_report(tmp_path_factory):
 
 def test_every_method_has_a_panel_for_every_case(demo_report):
     html = demo_report.read_text()
-    cases = html.count('<section class="item">')
+    cases = html.count('<section class="item"')
     assert cases == 4
     shown = re.findall(r'<figure class="panel" data-method="([a-z_]+)"', html)
     for name in methods.names():

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..errors import InputError, NotApplicableError
 from ..explanation import Explanation
 from ..model import Classifier
+from ..provenance import stamp
 from ..targets import Targets
 
 REDUCTIONS = ("max_abs", "sum", "abs_sum", "l2")
@@ -105,6 +106,7 @@ class Method:
         start = time.perf_counter()
         result = self.run(clf, x, targets)
         result.cost.seconds = time.perf_counter() - start
+        stamp(result, clf, self.name, self.defaults, self.params)
         return result
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
