@@ -11,10 +11,11 @@ from .errors import InputError, MindlensError, ModelError, NotApplicableError
 from .explanation import Cost, Explanation
 from .model import Classifier, InputSpec
 from .model_card import load_model
+from .notebook import show
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlackBox", "Classifier", "Cost", "Explanation", "InputError", "InputSpec", "MindlensError",
-    "ModelError", "NotApplicableError", "explain", "explain_all", "load_model", "methods",
+    "ModelError", "NotApplicableError", "explain", "explain_all", "load_model", "methods", "show",
 ]

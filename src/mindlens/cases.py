@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import __version__, methods
-from .api import explain
+from .api import class_names_to_indices, explain
 from .errors import InputError, NotApplicableError
 from .evaluate import IMAGE_SUFFIXES
 from .explanation import Explanation
@@ -248,10 +248,9 @@ _DEFAULT_WHY = ("Grad-CAM is class-discriminative, passes the randomisation sani
 
 
 def _resolve_target(target: Any, clf: Classifier) -> Any:
-    if isinstance(target, str):
-        return class_index(clf.labels, target)
-    if isinstance(target, (list, tuple)) and target and all(isinstance(t, str) for t in target):
-        return [class_index(clf.labels, t) for t in target]
+    if isinstance(target, str) or (isinstance(target, (list, tuple)) and target
+                                   and all(isinstance(t, str) for t in target)):
+        return class_names_to_indices(clf, target)
     return target
 
 

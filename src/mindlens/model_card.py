@@ -4,7 +4,8 @@ A card describes the model and its input, with paths relative to the card::
 
     {"factory": "mynet:build", "weights": "w.safetensors",
      "input_size": [H, W], "channels": 3, "mean": [...], "std": [...],
-     "labels": "labels.txt" | ["cat", ...], "logit_offset": 0}
+     "labels": "labels.txt" | ["cat", ...], "logit_offset": 0,
+     "resize": "stretch" | "crop" | "pad"}
 
 ``"torchscript": "m.pt"`` replaces factory + weights; so does ``"onnx": "m.onnx"`` (run
 through onnxruntime as a black box; ``"outputs": "probs"`` if the graph ends in a softmax).
@@ -68,6 +69,7 @@ def load_model(card: str | Path | dict[str, Any], root: str | Path | None = None
         logit_offset=int(data.get("logit_offset", 0)),
         name=name,
         card_sha256=digest,
+        resize=str(data.get("resize", "stretch")),
     )
 
 

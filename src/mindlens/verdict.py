@@ -150,10 +150,11 @@ def measure(map_: np.ndarray, mask: np.ndarray | None = None,
         v.sentence = (f"No {w.regions} on this image: the outline shows the {pct} of the "
                       f"image the model relied on most for “{explained}”.")
         v.status = "no marks to compare"
-    if v.share_on_marker is not None and v.share_on_marker >= MARKER_SHARE:
-        v.banners.append(Banner("marker", f"The decision rests on {w.marker}, not on "
-                                          f"{w.subject}: {v.share_on_marker:.0%} of the "
-                                          f"evidence lies on {w.marker}."))
+    if v.share_on_marker is not None:
         v.sentence += f" {v.share_on_marker:.0%} of the evidence lies on {w.marker}."
-        v.status = f"rests on {w.marker}"
+        if v.share_on_marker >= MARKER_SHARE:
+            v.banners.append(Banner("marker", f"The decision rests on {w.marker}, not on "
+                                              f"{w.subject}: {v.share_on_marker:.0%} of the "
+                                              f"evidence lies on {w.marker}."))
+            v.status = f"rests on {w.marker}"
     return v

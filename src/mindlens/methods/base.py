@@ -107,6 +107,8 @@ class Method:
         result = self.run(clf, x, targets)
         result.cost.seconds = time.perf_counter() - start
         stamp(result, clf, self.name, self.defaults, self.params)
+        if x.dim() == 4:  # what was explained, for show() and notebooks
+            result.extras.setdefault("pixels", torch.from_numpy(clf.display_pixels(x)))
         return result
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
