@@ -169,3 +169,24 @@ def test_occlusion_mode_from_the_command_line(setup):
                                  "--out", str(tmp / "bad")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--occlusion-mode" in result.output
+
+
+def test_explain_with_masks_and_trusted_method(setup):
+    """--masks gives the verdict its marks; --trusted picks the picture's method."""
+    card, images, tmp = setup
+    marks = tmp / "marks"
+    marks.mkdir()
+    mask = np.zeros((20, 24), np.uint8)
+    mask[2:10, 2:10] = 255
+    Image.fromarray(mask).save(marks / "img0.png")
+    out = tmp / "m"
+    result = runner.invoke(app, ["explain", *map(str, images), "--model", str(card),
+                                 "--methods", "gradcam,saliency", "--trusted", "saliency",
+                                 "--masks", str(marks), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    cases = json.loads((out / "summary.json").read_text())["images"]
+    assert cases["img0"]["trusted"] == "saliency"
+    assert cases["img0"]["verdict"]["regions_total"] == 1
+    assert cases["img1"]["verdict"]["regions_total"] is None  # no mask for this one
+    html = (out / "report.html").read_text()
+    assert html.count('data-outline="yes"') == 1 and html.count('data-outline="no"') == 1

@@ -239,7 +239,7 @@ def pick_trusted(request: Request, ran: Sequence[str]) -> tuple[str | None, str]
             return best, "recommended by the evaluation for a non-expert audience"
     for name in DEFAULT_TRUSTED:
         if name in ran:
-            return name, "the default (no evaluation given): " + _DEFAULT_WHY
+            return name, "the default where no evaluation is given: " + _DEFAULT_WHY
     return (ran[0], "the only kind of map requested") if ran else (None, "no map was made")
 
 
