@@ -50,3 +50,28 @@ def test_first_screen_holds_summary_verdict_and_outlined_picture(tmp_path):
 
     marks = trusted_picture(found[0]).marks_colour
     assert marks is not None and outline_pixels(shot, seen["picture_box"], marks) > 100
+
+
+def test_printing_gives_one_page_per_case(tmp_path):
+    """Print to PDF in headless Chromium: the summary page, then one page per case."""
+    import re
+    import shutil
+    import subprocess
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    clf = load_model(write_card(tmp_path))
+    rng = np.random.default_rng(1)
+    inputs = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    found = cases.run(clf, inputs, cases.Request(methods=["gradcam", "saliency", "cam"],
+                                                 top_k=3))
+    report = cases.write_outputs(found, tmp_path / "out")["report"]
+    pdf = tmp_path / "report.pdf"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--no-pdf-header-footer", f"--print-to-pdf={pdf}", report.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    pages = re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes())
+    assert len(pages) == 1 + len(found)

@@ -33,6 +33,8 @@ def test_counts_the_lesions_the_evidence_touches_and_the_share_outside():
     inside, outside = 9 * 3.0 + 9 * 1.0, 4 * 2.0
     assert v.share_outside == pytest.approx(outside / (inside + outside))
     assert "lies on 2 of the 3 lesions; 18% of it lies outside them" in v.sentence
+    assert v.marks_area == pytest.approx(27 / 1600)
+    assert "they cover 2% of the image" in v.sentence
     assert not v.banners
 
 
@@ -46,8 +48,12 @@ def test_banners_for_evidence_away_from_the_marks_and_on_a_marker():
     kinds = [b.kind for b in v.banners]
     assert kinds == ["away", "marker"] and v.share_outside == pytest.approx(1.0)
     assert v.share_on_marker == pytest.approx(1.0)
-    assert "rests on the corner marker, not on the retina" in v.banners[1].text
-    assert v.status == "rests on the corner marker"
+    assert "points at the corner marker, not at the retina" in v.banners[1].text
+    assert v.status == "points at the corner marker"
+    # 4x4 at the left edge, dilated by 1 px (4-neighbours): 16 + 3 sides x 4
+    assert v.marker_area == pytest.approx(28 / 1600)
+    assert "100% of it lies on the corner marker, which covers 2% of the image" \
+        in v.banners[1].text
 
 
 def test_no_marks_and_no_evidence_say_so():

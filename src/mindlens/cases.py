@@ -129,8 +129,14 @@ class Decision:
         return self.true_index is not None and self.true_index != self.index
 
     @property
+    def said(self) -> str:
+        """What the model said, in words."""
+        return f"The model says “{self.label}” with probability {self.probability:.0%}."
+
+    @property
     def sentence(self) -> str:
-        text = f"The model says “{self.label}” with probability {self.probability:.0%}."
+        """What the model said, and whether it was wrong where the truth is known."""
+        text = self.said
         if self.wrong:
             text += f" The model was wrong: the true class is “{self.true_label}”."
         return text
@@ -239,12 +245,12 @@ def pick_trusted(request: Request, ran: Sequence[str]) -> tuple[str | None, str]
             return best, "recommended by the evaluation for a non-expert audience"
     for name in DEFAULT_TRUSTED:
         if name in ran:
-            return name, "the default where no evaluation is given: " + _DEFAULT_WHY
+            return name, _DEFAULT_WHY
     return (ran[0], "the only kind of map requested") if ran else (None, "no map was made")
 
 
-_DEFAULT_WHY = ("Grad-CAM is class-discriminative, passes the randomisation sanity check "
-                "and is cheap; run `mindlens evaluate` to measure which method to trust")
+_DEFAULT_WHY = ("mindlens's default where no evaluation is given (run `mindlens evaluate` "
+                "to measure which method to trust for this model)")
 
 
 def _resolve_target(target: Any, clf: Classifier) -> Any:

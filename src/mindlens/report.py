@@ -268,7 +268,7 @@ class Report:
             c = int(e.targets[0, 0])
             explained = clf.label(c) if c >= 0 else "the score"
         item.verdict = VerdictView(
-            decision=case.decision.sentence, wrong=case.decision.wrong,
+            decision=case.decision.said, wrong=case.decision.wrong,
             picture=None if pic is None else png_data_uri(pic.pixels, None),
             method=case.trusted,
             method_title=methods.get(case.trusted).title if case.trusted else None,

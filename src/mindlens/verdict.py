@@ -69,6 +69,9 @@ class Verdict:
     regions_hit: int | None = None
     share_outside: float | None = None
     share_on_marker: float | None = None
+    #: the part of the image the marks (dilated by the tolerance) cover, for scale
+    marks_area: float | None = None
+    marker_area: float | None = None
     banners: list[Banner] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +110,12 @@ def _share(pos: np.ndarray, where: np.ndarray) -> float | None:
     return None if total <= 0 else float(pos[where].sum()) / total
 
 
+def _pct(share: float | None) -> str:
+    if share is None:
+        return "n/a"
+    return f"{share:.0%}" if share >= 0.01 or share == 0 else "less than 1%"
+
+
 def measure(map_: np.ndarray, mask: np.ndarray | None = None,
             marker: np.ndarray | None = None, fraction: float = DEFAULT_FRACTION,
             tolerance: float = DEFAULT_TOLERANCE, words: Words | None = None,
@@ -126,21 +135,27 @@ def measure(map_: np.ndarray, mask: np.ndarray | None = None,
     has_mask = mask is not None and bool(np.asarray(mask).any())
     has_marker = marker is not None and bool(np.asarray(marker).any())
     if has_marker:
-        v.share_on_marker = _share(pos, _dilate(np.asarray(marker, bool), tolerance))
+        near_marker = _dilate(np.asarray(marker, bool), tolerance)
+        v.share_on_marker = _share(pos, near_marker)
+        v.marker_area = float(near_marker.mean())
     if has_mask:
         m = np.asarray(mask, bool)
         labels, n = ndimage.label(m)
         near = _dilate(region, tolerance)
         hit = len(set(np.unique(labels[near & m]).tolist()) - {0})
         v.regions_total, v.regions_hit = int(n), int(hit)
-        inside = _share(pos, _dilate(m, tolerance)) or 0.0
+        near_marks = _dilate(m, tolerance)
+        inside = _share(pos, near_marks) or 0.0
         v.share_outside = 1.0 - inside
+        v.marks_area = float(near_marks.mean())
         noun = w.region if n == 1 else w.regions
         where = (f"lies on {hit} of the {n} {noun}" if n > 1 else
                  f"lies on the {noun}" if hit else f"does not touch the {noun}")
         v.sentence = (f"Its evidence for “{explained}” (the outlined {pct} of the image the "
                       f"model relied on most) {where}; {v.share_outside:.0%} of it lies "
-                      f"outside {'it' if n == 1 else 'them'}.")
+                      f"outside {'it' if n == 1 else 'them'} (with a margin of "
+                      f"{tolerance:g} px, {'it covers' if n == 1 else 'they cover'} "
+                      f"{_pct(v.marks_area)} of the image).")
         v.status = (f"on {hit} of {n} {noun}" if v.share_outside <= AWAY_SHARE
                     else f"mostly away from the {w.regions}")
         if v.share_outside > AWAY_SHARE:
@@ -151,10 +166,11 @@ def measure(map_: np.ndarray, mask: np.ndarray | None = None,
                       f"image the model relied on most for “{explained}”.")
         v.status = "no marks to compare"
     if v.share_on_marker is not None:
-        v.sentence += f" {v.share_on_marker:.0%} of the evidence lies on {w.marker}."
+        cover = f"{w.marker}, which covers {_pct(v.marker_area)} of the image"
+        v.sentence += f" {v.share_on_marker:.0%} of the evidence lies on {cover}."
         if v.share_on_marker >= MARKER_SHARE:
-            v.banners.append(Banner("marker", f"The decision rests on {w.marker}, not on "
-                                              f"{w.subject}: {v.share_on_marker:.0%} of the "
-                                              f"evidence lies on {w.marker}."))
-            v.status = f"rests on {w.marker}"
+            v.banners.append(Banner("marker", f"The evidence points at {w.marker}, not at "
+                                              f"{w.subject}: {v.share_on_marker:.0%} of it "
+                                              f"lies on {cover}."))
+            v.status = f"points at {w.marker}"
     return v

@@ -47,4 +47,4 @@ def test_the_shortcut_case_says_where_the_evidence_lies(demo_report):
     last = html.split('<section class="item"')[4].split("<details")[0]
     assert "The model was wrong" in last
     # the verdict sentence speaks of the corner marker, with a measured share
-    assert re.search(r"\d+% of the evidence lies on the corner marker", last)
+    assert re.search(r"\d+% of the evidence lies on the corner marker, which covers", last)
