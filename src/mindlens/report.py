@@ -177,7 +177,7 @@ class Report:
             if masks is not None and masks[b] is not None and np.asarray(masks[b]).any():
                 mask_image = png_data_uri(
                     montage(image, mask=np.asarray(masks[b], dtype=bool)) if volume
-                    else mask_outline(image, _fit(masks[b], image)))
+                    else mask_outline(image, _fit(masks[b], image), color=MARKS_GREEN))
             item = Item(
                 title=titles[b] if titles else f"image {len(self.items) + 1}",
                 image=png_data_uri(montage(image) if volume else image), mask_image=mask_image,
@@ -187,6 +187,9 @@ class Report:
                 rows=[], notes=list(notes[b]) if notes else [],
             )
             by_target: dict[str, list[Panel]] = {}
+            outline = None  # the expert's marks, drawn on every 2-D map too
+            if mask_image is not None and not volume:
+                outline = _fit(masks[b], image)
             for name, expl in explanations.items():
                 self._describe(name, expl)
                 # one colour scale for the classes of one method: comparable across them
@@ -194,8 +197,8 @@ class Report:
                 disps = to_display_shared(list(expl.maps[b]), expl.signed, clip)
                 for t in range(expl.targets.shape[1]):
                     label = self._target_label(expl, b, t, clf)
-                    by_target.setdefault(label, []).append(
-                        self._panel(name, expl, b, t, image, disps[t]))
+                    panel = self._panel(name, expl, b, t, image, disps[t], outline)
+                    by_target.setdefault(label, []).append(panel)
                     cp = _concept_panel(name, expl, b, t, image, label)
                     if cp is not None:
                         item.concepts.setdefault(label, []).append(cp)
@@ -219,7 +222,7 @@ class Report:
         return f"{(clf or self.classifier).label(c)} ({p:.0%})"
 
     def _panel(self, name: str, expl: Explanation, b: int, t: int, image: np.ndarray,
-               disp: DisplayMap) -> Panel:
+               disp: DisplayMap, marks: np.ndarray | None = None) -> Panel:
         """One map: ``disp`` (pixel-level maps clipped at their 99.5th percentile, so one
         spike does not dim the rest) over a desaturated copy of the image, whose own
         colours then cannot be mistaken for the map's."""
@@ -230,6 +233,8 @@ class Report:
             pic = np.repeat(gray_saliency(m)[..., None], 3, axis=2)
         else:
             pic = overlay(desaturate(image), disp)
+        if marks is not None and pic.shape[:2] == marks.shape:
+            pic = mask_outline(pic, marks, color=MARKS_GREEN)
         cost = f"{expl.cost.forward} forward, {expl.cost.backward} backward, " \
                f"{expl.cost.seconds * 1000 / max(1, expl.batch_size):.0f} ms per image"
         cls = methods.get(name)
@@ -308,6 +313,10 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.html(), encoding="utf-8")
         return path
+
+
+#: the expert's marks on the engineers' maps: a green neither colour map contains
+MARKS_GREEN = (80, 255, 0)
 
 
 def _swatch(name: str) -> tuple[str, str]:

@@ -119,7 +119,7 @@ def outline_picture(image: np.ndarray, map_: np.ndarray | None = None,
     return Outlined(out, colours[0], marks_colour)
 
 
-def desaturate(image: np.ndarray, keep: float = 0.15) -> np.ndarray:
+def desaturate(image: np.ndarray, keep: float = 0.0) -> np.ndarray:
     """A gray (``keep`` of the colour left) copy of an image, as a quiet ground for a
     diverging map."""
     rgb = as_rgb(image).astype(np.float32)
