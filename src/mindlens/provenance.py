@@ -48,7 +48,9 @@ def stamp(expl: Any, clf: Any, method: str, defaults: dict[str, Any],
     ``"provenance"`` record (see the module docstring)."""
     from . import __version__
 
-    filled = {**defaults, **params, **expl.params}
+    # what the method recorded wins; the rest is made JSON-ready (a callable becomes its
+    # name), so that the explanation still saves and loads with weights_only=True
+    filled = {**_plain({**defaults, **params}), **expl.params}
     filled.pop("provenance", None)
     targets = expl.targets.tolist()
     filled["provenance"] = {
