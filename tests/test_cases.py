@@ -125,3 +125,13 @@ def test_a_method_that_cannot_run_is_skipped_with_its_reason(clf):
     for c in found:
         assert "black box" in c.skipped["gradcam"] and list(c.explanations) == ["occlusion"]
         assert c.trusted == "occlusion"
+
+
+def test_the_lrp_legend_states_the_measured_conservation(clf, tmp_path):
+    found = cases.run(clf, [_image(0), _image(1)], cases.Request(methods=["lrp"], top_k=2))
+    html = cases.write_outputs(found, tmp_path / "o")["report"].read_text()
+    sums = sorted(float(v) for c in found
+                  for v in c.explanations["lrp"].extras["conservation"][0])
+    note = html.split("data-conservation>")[1].split("</div>")[0]
+    assert f"adds up to {sums[0]:.2f} to {sums[-1]:.2f}" in note
+    assert "flat and epsilon rules" in note and "biases" in note
