@@ -158,6 +158,8 @@ class MapInfo:
     label: str
     probability: float | None
     signed: bool
+    #: the resolution the method really works at (e.g. 7x7 for Grad-CAM)
+    native_shape: list[int]
     provenance: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
@@ -344,7 +346,8 @@ def _case(clf: Classifier, x: torch.Tensor, item: Input, stem: str,
             p = float(e.probs[0, t])
             maps.append(MapInfo(name, methods.get(name).title, c,
                                 clf.label(c) if c >= 0 else "custom score",
-                                None if np.isnan(p) else p, e.signed, record(e)))
+                                None if np.isnan(p) else p, e.signed,
+                                list(e.native_shape), record(e)))
     trusted, why = pick_trusted(request, list(results))
     verdict = None
     if trusted is not None and pixels.ndim == 3:
