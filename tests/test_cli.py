@@ -41,11 +41,12 @@ def test_explain_writes_report_and_arrays(setup):
     assert 'src="http' not in html and "<script src" not in html  # self-contained
     for i in range(2):
         arrays = np.load(out / f"img{i}.npz")
-        assert sorted(arrays.files) == ["cam", "gradcam", "saliency"]
+        assert sorted(arrays.files) == ["cam", "gradcam", "provenance", "saliency"]
         assert (out / f"img{i}.png").exists()
         assert arrays["gradcam"].shape == (2, 16, 16)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"]["img0"]["gradcam"]["labels"][0] in ("cat", "dog", "bird")
+    grad = [m for m in summary["images"]["img0"]["maps"] if m["method"] == "gradcam"]
+    assert len(grad) == 2 and grad[0]["label"] in ("cat", "dog", "bird")
 
 
 def test_methods_lists_every_method():
@@ -152,7 +153,7 @@ def test_occlusion_mode_from_the_command_line(setup):
                                      "--out", str(out)])
         assert result.exit_code == 0, result.output
         maps[mode] = np.load(out / "img0.npz")["occlusion"]
-        entry = json.loads((out / "summary.json").read_text())["images"]["img0"]["occlusion"]
+        entry = json.loads(np.load(out / "img0.npz")["provenance"].item())["occlusion"]
         assert ("approximation" in entry) == (mode == "approximate")
         assert ("exact_path" in entry) == (mode == "auto")
         # the report tells the reader that a preview is a preview, and how far off it was
@@ -171,3 +172,24 @@ def test_occlusion_mode_from_the_command_line(setup):
                                  "--out", str(tmp / "bad")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--occlusion-mode" in result.output
+
+
+def test_explain_with_masks_and_trusted_method(setup):
+    """--masks gives the verdict its marks; --trusted picks the picture's method."""
+    card, images, tmp = setup
+    marks = tmp / "marks"
+    marks.mkdir()
+    mask = np.zeros((20, 24), np.uint8)
+    mask[2:10, 2:10] = 255
+    Image.fromarray(mask).save(marks / "img0.png")
+    out = tmp / "m"
+    result = runner.invoke(app, ["explain", *map(str, images), "--model", str(card),
+                                 "--methods", "gradcam,saliency", "--trusted", "saliency",
+                                 "--masks", str(marks), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    cases = json.loads((out / "summary.json").read_text())["images"]
+    assert cases["img0"]["trusted"] == "saliency"
+    assert cases["img0"]["verdict"]["regions_total"] == 1
+    assert cases["img1"]["verdict"]["regions_total"] is None  # no mask for this one
+    html = (out / "report.html").read_text()
+    assert html.count('data-outline="yes"') == 1 and html.count('data-outline="no"') == 1

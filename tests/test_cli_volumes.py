@@ -81,8 +81,9 @@ def test_explain_volume_end_to_end(volume_setup):
     assert arrays["occlusion"].shape == arrays["gradcam"].shape == (2, 12, 16, 16)
     assert np.isfinite(arrays["occlusion"]).all() and (arrays["gradcam"] >= 0).all()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"]["scan"]["gradcam"]["native_shape"] == [6, 8, 8]
-    assert summary["images"]["scan"]["occlusion"]["labels"][0] in ("healthy", "atrophy")
+    maps = {m["method"]: m for m in summary["images"]["scan"]["maps"]}
+    assert maps["gradcam"]["native_shape"] == [6, 8, 8]
+    assert maps["occlusion"]["label"] in ("healthy", "atrophy")
     png = np.asarray(Image.open(out / "scan.png"))
     assert png.shape[0] > png.shape[1]  # three montages stacked: input, occlusion, Grad-CAM
     html = (out / "report.html").read_text()

@@ -99,7 +99,7 @@ def test_demo_explains_both_classes_of_the_wrong_case(tmp_path):
     html = (tmp_path / "report.html").read_text()
     # the third case is the retina model's worst image: misclassified (for this seed) or
     # borderline; MACE explains both classes exactly when the decision is wrong
-    third = html.split('<section class="item">')[3]
+    third = html.split('<section class="item"')[3]
     wrong = "Misclassified" in third.split("</h2>")[0]
     assert ("Concepts behind “healthy" in third) == wrong
     assert "Concepts behind “diseased" in third

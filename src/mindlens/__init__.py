@@ -11,11 +11,12 @@ from .errors import InputError, InputWarning, MindlensError, ModelError, NotAppl
 from .explanation import Cost, Explanation
 from .model import Classifier, InputSpec
 from .model_card import load_model
+from .notebook import show
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlackBox", "Classifier", "Cost", "Explanation", "InputError", "InputSpec", "InputWarning",
     "MindlensError", "ModelError", "NotApplicableError", "explain", "explain_all", "load_model",
-    "methods",
+    "methods", "show",
 ]

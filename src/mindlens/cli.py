@@ -9,7 +9,6 @@ skipped, a long run ahead) are one line each; long perturbation runs show a prog
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import warnings
@@ -19,23 +18,37 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from . import methods, progress
-from .errors import InputError, MindlensError, NotApplicableError
-from .io import DEFAULT_MAX_PIXELS, display_name, set_max_pixels
+from .cases import DEFAULT_METHODS as CASE_METHODS
+from .errors import InputError, MindlensError
+from .io import DEFAULT_MAX_PIXELS, set_max_pixels
 from .methods.perturbation.occlusion import MODES as OCCLUSION_MODES
-from .render.panel import panel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Read the mind of a CNN image classifier.")
 err = Console(stderr=True)
 out = Console()
 
-DEFAULT_METHODS = "saliency,guided_backprop,cam,gradcam,guided_gradcam"
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"mindlens {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")
+        ] = False) -> None:
+    """Read the mind of a CNN image classifier."""
+
+DEFAULT_METHODS = ",".join(CASE_METHODS)
 
 
 def printable(text: object) -> str:
@@ -236,14 +249,16 @@ def list_layers(model: Annotated[Path, typer.Option("--model", help="model card 
 @app.command("explain")
 @friendly
 def explain_cmd(
-    images: Annotated[list[Path], typer.Argument(help="image files (unreadable ones are "
-                                                 "skipped with a warning)",
-                                                 callback=_readable_images)],
+    images: Annotated[list[Path], typer.Argument(
+        help="image files, or folders of images (unreadable files among several are "
+             "skipped with a warning)")],
     model: Annotated[Path, typer.Option("--model", help="model card (JSON)")],
     method_spec: Annotated[str, typer.Option("--methods", help="comma-separated names")
                            ] = DEFAULT_METHODS,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="explain the k top classes")] = 1,
-    target: Annotated[int | None, typer.Option(help="explain this class index instead")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="explain this class instead: an index or a class name (e.g. \"tabby cat\")")
+    ] = None,
     threshold: Annotated[float | None, typer.Option(
         help="explain every class whose probability is at least this (e.g. every finding "
              "of a multi-label model above 0.5) instead of the top k")] = None,
@@ -267,82 +282,78 @@ def explain_cmd(
         min=1, help="occlusion window in pixels (default: 16/224 of the image side)")] = None,
     stride: Annotated[int | None, typer.Option(
         min=1, help="occlusion stride in pixels (default: half the window)")] = None,
+    masks: Annotated[Path | None, typer.Option(
+        help="folder of expert masks (same file stems as the images): the verdict says how "
+             "much of the evidence lies on them")] = None,
+    trusted: Annotated[str | None, typer.Option(
+        help="the method whose picture the verdict shows (default: the one --criteria "
+             "recommends, else Grad-CAM)")] = None,
+    criteria: Annotated[Path | None, typer.Option(
+        help="criteria.json of `mindlens evaluate` on this model: picks the trusted method")
+    ] = None,
     max_pixels: MaxPixels = None,
     trust_card: TrustCard = False,
 ) -> None:
-    """Explain IMAGES (or volumes: NIfTI/.npy, for a card with input_size [D, H, W]) with
-    several methods; write DIR/report.html, DIR/<image>.npz (one [T, H, W] array per
-    method) and DIR/<image>.png (original | each method, top class; slice montages for
-    volumes)."""
-    from . import sensitivity
-    from .api import explain
-    from .methods.perturbation.sensitivity import baseline_sensitivity
+    """Explain IMAGES (files or folders; or volumes: NIfTI/.npy, for a card with input_size
+    [D, H, W]) with several methods; write DIR/report.html (verdict first), DIR/<image>.npz
+    (one [T, H, W] array per method, and their provenance), DIR/<image>.png (original |
+    each method, top class; slice montages for volumes) and DIR/summary.json."""
+    from .cases import Input, Request, expand_paths, write_outputs
     from .model_card import load_model
-    from .report import Report
 
     names = parse_methods(method_spec)
-    fills = _baselines(baselines, names)
     if occlusion_mode not in OCCLUSION_MODES:
         raise InputError(f"--occlusion-mode must be one of {', '.join(OCCLUSION_MODES)}, "
                          f"got {occlusion_mode!r}")
+    params: dict[str, dict[str, Any]] = {"occlusion": {"mode": occlusion_mode,
+                                                        "window": window, "stride": stride}}
+    if unit is not None:
+        params["mace"] = {"unit": str(unit)}
+    request = Request(methods=names, target=_target(target), top_k=top_k, layer=layer,
+                      params=params, baselines=_baselines(baselines, names), trusted=trusted,
+                      criteria=criteria, threshold=threshold, max_pixels=max_pixels)
+    paths = _readable_images(expand_paths(images))
+    mask_files = _mask_files(paths, masks)
     clf = load_model(model)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = Report(clf, title=f"mindlens: {clf.name}",
-                    saliency_style="gray" if gray_saliency else "overlay")
-    summary: dict[str, Any] = {"model": str(model), "output": clf.output, "methods": names,
-                               "images": {}}
-    skipped: dict[str, str] = {}
-    stems: set[str] = set()
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("explaining", total=len(images) * len(names))
-        for path in images:
-            x = clf.preprocess(path)
-            results = {}
-            for name in names:
-                if name in skipped:
-                    progress.advance(task)
-                    continue
-                try:
-                    extra = {"unit": str(unit)} if name == "mace" and unit else {}
-                    if name == "occlusion":
-                        extra = {"mode": occlusion_mode, "window": window, "stride": stride}
-                    if name == "occlusion" and fills:  # one run per fill value
-                        sens = baseline_sensitivity(clf, x, fills, target=target, top_k=top_k,
-                                                    **extra)
-                        results[name] = sens["explanations"][sens["baselines"][0]]
-                    else:
-                        results[name] = explain(clf, x, name, target=target, top_k=top_k,
-                                                layer=layer, threshold=threshold, **extra)
-                except NotApplicableError as e:
-                    skipped[name] = str(e)
-                    err.print(f"[yellow]skipped {name}:[/] {e}", highlight=False)
-                progress.advance(task)
-            if not results:
-                raise NotApplicableError("none of the requested methods can run on this model")
-            stem = _unique(path.name[:-7] if path.name.lower().endswith(".nii.gz")
-                           else path.stem, stems)
-            np.savez_compressed(out_dir / f"{stem}.npz", **{
-                n: e.maps[0].cpu().numpy().astype(np.float32) for n, e in results.items()})
-            Image.fromarray(_picture(clf, x, results)).save(out_dir / f"{stem}.png")
-            summary["images"][stem] = {"path": display_name(path), **{n: {
-                "targets": e.targets[0].tolist(), "labels": [clf.label(int(c)) for c in
-                                                             e.targets[0]],
-                "probs": e.probs[0].tolist(), "signed": e.signed,
-                "native_shape": list(e.native_shape),
-                **({"approximation": e.extras["approximation"]} if "approximation" in
-                   e.extras else {}),
-                **({"exact_path": e.extras["exact_path"]} if "exact_path" in e.extras
-                   else {})} for n, e in results.items()}}
-            report.add(x, results, titles=[display_name(path.name)], top_k=max(3, top_k))
-            if fills and "occlusion" in results:
-                summary["images"][stem]["baseline_sensitivity"] = sensitivity.summary(sens)
-                report.add_figure(f"{display_name(path.name)}: does the occlusion map "
-                                  f"depend on the fill value?", sensitivity.figure(sens, clf, x),
-                                  sensitivity.caption(sens, clf))
-    summary["skipped"] = skipped
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    path = report.write(out_dir / "report.html")
-    out.print(f"wrote {path}", highlight=False)
+    inputs = [Input(p, mask=None if m is None else _read_mask(m)) for p, m in
+              zip(paths, mask_files, strict=True)]
+    cases = _run_with_progress(clf, inputs, request)
+    written = write_outputs(cases, out_dir, title=f"mindlens: {clf.name}", request=request,
+                            saliency_style="gray" if gray_saliency else "overlay")
+    out.print(f"wrote {written['report']}", highlight=False)
+
+
+def _target(spec: str | None) -> int | str | None:
+    """--target: an index, or a class name resolved against the model's labels."""
+    if spec is None:
+        return None
+    return int(spec) if spec.strip().lstrip("-").isdigit() else spec
+
+
+def _mask_files(paths: list[Path], masks: Path | None) -> list[Path | None]:
+    if masks is None:
+        return [None] * len(paths)
+    if not masks.is_dir():
+        raise InputError(f"--masks must be a folder of mask images, got {masks}")
+    by_stem = {p.stem: p for p in masks.iterdir() if p.is_file()}
+    return [by_stem.get(p.stem) for p in paths]
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A mask image: nonzero pixels are marked."""
+    from .io import read_image
+
+    return read_image(path).max(axis=-1) > 0
+
+
+def _run_with_progress(clf: Any, inputs: list[Any], request: Any) -> list[Any]:
+    from .cases import run
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("explaining", total=len(inputs) * len(request.methods))
+        return run(clf, inputs, request, progress=lambda _name: bar.advance(task),
+                   warn=lambda name, why: err.print(f"[yellow]skipped {name}:[/] {why}",
+                                                    highlight=False))
 
 
 #: methods of ``mindlens evaluate --demo`` by default: all but occlusion, which needs about
@@ -458,52 +469,19 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="seed of the fresh demo test images")] = 2026,
 ) -> None:
     """Explain a handful of synthetic retina screening images with every method: a diseased
-    and a healthy eye, a hard case and a model that learnt a shortcut; next to each map,
-    the lesions an expert would mark. Writes DIR/report.html; no download needed."""
-    from .api import explain
-    from .demo import demo_cases, demo_unit_path, load_demo_model
-    from .report import Report
+    and a healthy eye, a hard case and a model that learnt a shortcut. Each case opens with
+    the verdict: did the model look at the lesions the expert marked? Writes
+    DIR/report.html (and the arrays, pictures and summary.json); no download needed."""
+    from .cases import write_outputs
+    from .demo.cases import demo_inputs, demo_request
 
     names = parse_methods(method_spec) if method_spec else methods.names()
-    models = {name: load_demo_model(name) for name in ("retina", "shortcut")}
-    report = Report(models["retina"], title="mindlens demo: diabetic retinopathy screening")
-    cases = demo_cases(seed=seed)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("explaining", total=len(cases) * len(names))
-        for case in cases:
-            clf = models[case["model"]]
-            x = clf.preprocess(case["image"])
-            results, skipped = {}, []
-            wrong = (case["p_diseased"] > 0.5) != (case["label"] == 1)
-            for name in names:
-                # 16 px windows, stride 8: a 15x15 grid, readable and quick on a laptop CPU
-                params: dict[str, Any] = {"window": 16, "stride": 8} if name == "occlusion" \
-                    else {}
-                if name == "mace":
-                    # concepts explain any class: on a wrong decision show both classes
-                    params["target"] = [[1, 0]] if wrong else 1
-                    unit = demo_unit_path(case["model"])
-                    if unit is None:
-                        skipped.append("MACE: no concept unit is bundled for this model")
-                        progress.advance(task)
-                        continue
-                    params["unit"] = str(unit)
-                try:
-                    results[name] = explain(clf, x, name, **{"target": 1, **params})
-                except NotApplicableError as e:
-                    skipped.append(f"{methods.get(name).title}: {e}")
-                progress.advance(task)
-            mask = case["mask"] | case["marker_mask"]
-            note = ("Every map explains the class 'diseased'. The green outline marks the "
-                    "lesions" + (" and the corner marker" if case["marker_mask"].any() else "")
-                    + f"; model: {clf.name}."
-                    + (" MACE concepts also explain 'healthy', "
-                       + ("the model's (wrong) decision." if case["label"] == 1 else
-                          "the true class.") if wrong and "mace" in results else ""))
-            report.add(x, results, titles=[case["title"]], masks=mask[None],
-                       pixels=case["image"][None], notes=[[note, *skipped]], classifier=clf)
-    path = report.write(out_dir / "report.html")
-    out.print(f"wrote {path}", highlight=False)
+    request = demo_request(names)
+    inputs = demo_inputs(seed)
+    cases = _run_with_progress(inputs[0].classifier, inputs, request)
+    written = write_outputs(cases, out_dir, request=request,
+                            title="mindlens demo: diabetic retinopathy screening")
+    out.print(f"wrote {written['report']}", highlight=False)
 
 
 def _mount_subcommands() -> None:
@@ -528,28 +506,6 @@ def _baselines(spec: str | None, names: list[str]) -> list[str | float]:
         raise InputError("--baselines compares occlusion maps: add occlusion to --methods "
                          "(e.g. --methods occlusion --baselines zero,mean,blur)")
     return parse_baselines(spec)
-
-
-def _picture(clf: Any, x: Any, results: dict[str, Any]) -> np.ndarray:
-    """The PNG per image: input | each method (top class); slice montages for volumes."""
-    pixels = clf.display_pixels(x)[0]
-    maps = {methods.get(n).title: (e.maps[0, 0].cpu().numpy(), e.signed)
-            for n, e in results.items()}
-    if pixels.ndim == 4:
-        from .render.montage import montage, stack
-
-        return stack([("input", montage(pixels))] + [
-            (title, montage(pixels, m, signed)) for title, (m, signed) in maps.items()])
-    return panel(pixels, maps)
-
-
-def _unique(stem: str, seen: set[str]) -> str:
-    name, i = stem, 1
-    while name in seen:
-        i += 1
-        name = f"{stem}_{i}"
-    seen.add(name)
-    return name
 
 
 def main(argv: list[str] | None = None) -> int:

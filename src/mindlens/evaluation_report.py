@@ -104,6 +104,24 @@ def _best(rows: list[Row], criterion: str, key: Callable[[Row], float]) -> Row |
     return max(graded, key=lambda r: (RANK.get(r["grades"][criterion], 0), key(r)))
 
 
+def best_method(table: CriteriaTable, criterion: str) -> str | None:
+    """The method an evaluation recommends for ``criterion``: the best graded one among
+    those that pass the sanity checks (for "intuitive interpretability" without expert
+    masks: the most faithful one, as :func:`recommendations` says); ``None`` when no method
+    has the evidence."""
+    rows = [r for r in table.rows if r["status"] == "ok" and _sane(r)]
+    if not rows:
+        return None
+    if criterion == "intuitive interpretability" and not any(
+            r["figures"].get("images_with_mask") for r in rows):
+        criterion = "faithfulness"
+    sign = -1.0 if THRESHOLDS[criterion].lower_is_better else 1.0
+    best = _best(rows, criterion,
+                 lambda r: sign * _num(r["measured"][criterion]["value"])
+                 if not math.isnan(_num(r["measured"][criterion]["value"])) else -math.inf)
+    return None if best is None else best["method"]
+
+
 def recommendations(table: CriteriaTable) -> list[tuple[str, str]]:
     """One sentence per use case that cites the measured number it rests on. Methods that
     fail a sanity check are never recommended; where no method has the evidence (no masks,

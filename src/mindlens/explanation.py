@@ -31,6 +31,10 @@ class Explanation:
       otherwise in ``params["score"]``); ``probs``: the probability per target
       (:meth:`~mindlens.model.Classifier.probabilities`: softmax, or a sigmoid per label).
     - ``native_shape``: the resolution the method really works at (e.g. 7x7 for Grad-CAM).
+    - ``params``: every parameter with its default filled in, the layer actually used, and
+      ``params["provenance"]`` (see :mod:`mindlens.provenance`).
+    - ``extras["pixels"]``: the explained images as ``uint8 [B, H, W, 3]`` (2-D inputs), for
+      :meth:`show` and the notebook's HTML view.
     """
 
     method: str
@@ -57,6 +61,22 @@ class Explanation:
     def map(self, image: int = 0, target: int = 0) -> torch.Tensor:
         """One ``[H, W]`` map."""
         return self.maps[image, target]
+
+    def __repr__(self) -> str:
+        from .notebook import explanation_repr
+
+        return explanation_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import explanation_html
+
+        return explanation_html(self)
+
+    def show(self, ax: Any = None) -> Any:
+        """Draw the image and each map with its label (matplotlib); returns the figure."""
+        from .notebook import show
+
+        return show(self, ax)
 
     def save(self, path: str | Path) -> None:
         """Write to a ``.pt`` file that :meth:`load` reads back with ``weights_only=True``."""

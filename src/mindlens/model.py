@@ -37,6 +37,7 @@ from .io import (
 from .patching import ModelPatch, is_scripted, model_lock
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
+RESIZE_MODES = ("stretch", "crop", "pad")
 
 #: what the model's logits mean, and how they become probabilities
 #: (:meth:`Classifier.probabilities`, the one place that turns logits into probabilities)
@@ -96,6 +97,28 @@ class InputSpec:
         return self.normalize(torch.zeros_like(like)), self.normalize(torch.ones_like(like))
 
 
+def fit_aspect(t: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
+    """Bring ``[1, C, h, w]`` to the aspect ratio of ``size`` by a centred crop or by black
+    (zero) padding; ``"stretch"`` leaves it as it is (the resize then stretches it)."""
+    h, w = t.shape[-2:]
+    th, tw = size
+    if mode == "stretch" or h * tw == w * th:
+        return t
+    if mode == "crop":
+        if w * th > h * tw:  # too wide
+            cw = max(1, round(h * tw / th))
+            x0 = (w - cw) // 2
+            return t[..., :, x0:x0 + cw]
+        ch = max(1, round(w * th / tw))
+        y0 = (h - ch) // 2
+        return t[..., y0:y0 + ch, :]
+    if w * th > h * tw:  # pad: too wide -> taller
+        ph = round(w * th / tw) - h
+        return F.pad(t, (0, 0, ph // 2, ph - ph // 2))
+    pw = round(h * tw / th) - w
+    return F.pad(t, (pw // 2, pw - pw // 2, 0, 0))
+
+
 @dataclass
 class Classifier:
     """A trained image classifier and everything mindlens needs to know about its input.
@@ -122,6 +145,12 @@ class Classifier:
     #: only outputs can be read (a callable or an ONNX file): no gradients, layers or hooks
     black_box: bool = False
     output: str = "softmax"
+    #: SHA-256 of the model card it was loaded from (recorded in every explanation)
+    card_sha256: str | None = None
+    #: how an image of another shape reaches ``input_size``: ``"stretch"`` (resize, the
+    #: aspect ratio changes; the default, as most models are trained), ``"crop"`` (the
+    #: centred largest part with the model's aspect ratio) or ``"pad"`` (black borders)
+    resize: str = "stretch"
     spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +179,9 @@ class Classifier:
                 if len(self.labels) == 2:
                     self._negative_label = self.labels[0]
                     self.labels = self.labels[1:]
+        if self.resize not in RESIZE_MODES:
+            raise InputError(f"resize must be one of {', '.join(RESIZE_MODES)}, got "
+                             f"{self.resize!r}")
         self.black_box = bool(self.black_box) or isinstance(self.module, BlackBox)
         self._checked = False
         self._auto_layers: dict[tuple[int, ...], tuple[str, nn.Module]] = {}
@@ -372,6 +404,7 @@ class Classifier:
     def pixels_to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """``[H, W, C]`` pixels in [0, 1] -> normalised ``[1, C, h, w]`` at the model's size."""
         t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
+        t = fit_aspect(t, self.input_size, self.resize)
         if tuple(t.shape[-2:]) != self.input_size:
             t = F.interpolate(t, size=self.input_size, mode="bilinear", align_corners=False,
                               antialias=True)
@@ -384,6 +417,16 @@ class Classifier:
         if px.shape[1] == 1:
             px = px.expand(-1, 3, *px.shape[2:])
         return (px[:, :3].movedim(1, -1).numpy() * 255).round().astype(np.uint8)
+
+    def __repr__(self) -> str:
+        from .notebook import classifier_repr
+
+        return classifier_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import classifier_html
+
+        return classifier_html(self)
 
     # -- layers --------------------------------------------------------------------------
     def layer(self, name: str | nn.Module = "auto", example: torch.Tensor | None = None

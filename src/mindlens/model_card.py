@@ -5,11 +5,12 @@ A card describes the model and its input, with paths relative to the card::
     {"factory": "mynet:build", "weights": "w.safetensors",
      "input_size": [H, W], "channels": 3, "mean": [...], "std": [...],
      "labels": "labels.txt" | ["cat", ...], "logit_offset": 0,
-     "output": "softmax" | "sigmoid" | "single_logit"}
+     "output": "softmax" | "sigmoid" | "single_logit", "resize": "stretch" | "crop" | "pad"}
 
 ``"output"`` says what the logits mean (default ``"softmax"``; ``"sigmoid"`` for a
 multi-label model, ``"single_logit"`` for a ``[B, 1]`` detector); see
-:data:`mindlens.model.OUTPUTS`.
+:data:`mindlens.model.OUTPUTS`. ``"resize"`` says how an image of another aspect ratio
+reaches the input size (default ``"stretch"``).
 
 ``"torchscript": "m.pt"`` replaces factory + weights; so does ``"onnx": "m.onnx"`` (run
 through onnxruntime as a black box; ``"outputs": "probs"`` if the graph ends in a softmax).
@@ -78,11 +79,14 @@ def load_model(card: str | Path | dict[str, Any], root: str | Path | None = None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"model card {path} is not valid JSON: {err}") from None
         root = path.parent if root is None else Path(root)
-        default_name = path.stem
+        name = str(data.get("name", path.stem)) if isinstance(data, dict) else path.stem
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         data = card
         root = Path(root or ".")
-        default_name = "model"
+        name = str(data.get("name", "model")) if isinstance(data, dict) else "model"
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()
+                                ).hexdigest()
     if not isinstance(data, dict):
         raise InputError(f"a model card must be a JSON object {{...}}, got a "
                          f"{type(data).__name__}")
@@ -104,8 +108,10 @@ def load_model(card: str | Path | dict[str, Any], root: str | Path | None = None
         std=_per_channel(data.get("std", 1.0)),
         labels=_labels(data.get("labels"), root),
         logit_offset=data.get("logit_offset", 0),
-        name=str(data.get("name", default_name)),
+        name=name,
         output=_output(data.get("output", "softmax")),
+        card_sha256=digest,
+        resize=str(data.get("resize", "stretch")),
     )
 
 

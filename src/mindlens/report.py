@@ -1,13 +1,20 @@
 """A self-contained HTML report (one file, images embedded) that a non-expert can read.
 
-For each image: the picture (with the expert's marks, if given), the model's top classes
-with their probabilities, and one heat map per method and explained class, each with a
-plain-language sentence saying what its colours mean and a line saying what the method
-needs from the model. Concept explanations (MACE) get a concept panel under their map: the
-top concepts with their share of the evidence, where each is found in the image and the
-training patches it looks like, and the concept summary's fidelity in plain words. A volume
-(``x`` of shape ``[B, C, D, H, W]``) is shown as slice montages
-(:mod:`mindlens.render.montage`) instead of single pictures.
+It opens with a summary table (image, decision, verdict, link). Each case
+(:class:`mindlens.cases.Case`, added with :meth:`Report.add_case`) then opens with its
+verdict: the decision in words with its probability, banners for a wrong decision and for
+evidence away from the marks or on a known marker, one picture (the trusted method's most
+relevant part outlined in a colour the photo lacks, the expert's marks outlined beside it)
+and one sentence with the measured numbers. Everything else sits in a collapsed section
+"for engineers": the picture (with the expert's marks, if given), the model's top
+classes with their probabilities, one heat map per method and explained class (over a gray
+copy of the image, one colour scale per method across classes), the method glossary with
+a line saying what each method needs from the model, costs and provenance. Concept
+explanations (MACE) get a concept panel under their map: the top concepts with their share
+of the evidence, where each is found in the image and the training patches it looks like,
+and the concept summary's fidelity in plain words. A volume (``x`` of shape ``[B, C, D, H,
+W]``) is shown as slice montages (:mod:`mindlens.render.montage`) instead of single
+pictures.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +35,8 @@ from PIL import Image
 from . import __version__, methods
 from .explanation import Explanation
 from .model import OUTPUTS, Classifier
-from .render.colors import css_gradient, gray_saliency, to_display
+from .render.colors import DisplayMap, css_gradient, gray_saliency, to_display_shared
+from .render.evidence import PALETTE, desaturate
 from .render.montage import montage
 from .render.overlay import mask_outline, overlay, png_data_uri
 
@@ -75,6 +84,26 @@ class ConceptPanel:
 
 
 @dataclass
+class VerdictView:
+    """The first screen of a case: decision, banners, the trusted picture, one sentence."""
+
+    decision: str
+    wrong: bool
+    picture: str | None
+    method: str | None
+    method_title: str | None
+    why: str
+    explained: str | None
+    sentence: str | None
+    status: str
+    banners: list[tuple[str, str]]
+    evidence_colour: tuple[str, str] | None  # (name, CSS rgb)
+    marks_colour: tuple[str, str] | None
+    fraction: float
+    resize: str | None = None
+
+
+@dataclass
 class Item:
     title: str
     image: str
@@ -85,6 +114,10 @@ class Item:
     tables: list[Table] = field(default_factory=list)
     concepts: dict[str, list[ConceptPanel]] = field(default_factory=dict)
     wide: bool = False
+    id: str = ""
+    verdict: VerdictView | None = None
+    provenance: list[dict] = field(default_factory=list)
+    figures: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -96,6 +129,20 @@ class MethodInfo:
     reference: str
     signed: bool
     legend: str
+    #: LRP: the measured relevance sum / class score of every map in the report
+    conservation: list[float] = field(default_factory=list)
+
+    @property
+    def conservation_note(self) -> str | None:
+        """The measured conservation in words, and why it may be below 1."""
+        c = sorted(v for v in self.conservation if np.isfinite(v))
+        if not c:
+            return None
+        mid = c[len(c) // 2]
+        span = f"{c[0]:.2f}" if len(c) == 1 else f"{c[0]:.2f} to {c[-1]:.2f} (median {mid:.2f})"
+        return (f"Measured in this report: the relevance adds up to {span} of the class "
+                f"score. It can be below 1 because the flat and epsilon rules and the layers' "
+                f"biases absorb part of the score on the way to the pixels.")
 
 
 @dataclass
@@ -131,7 +178,7 @@ class Report:
             if masks is not None and masks[b] is not None and np.asarray(masks[b]).any():
                 mask_image = png_data_uri(
                     montage(image, mask=np.asarray(masks[b], dtype=bool)) if volume
-                    else mask_outline(image, _fit(masks[b], image)))
+                    else mask_outline(image, _fit(masks[b], image), color=MARKS_GREEN))
             item = Item(
                 title=titles[b] if titles else f"image {len(self.items) + 1}",
                 image=png_data_uri(montage(image) if volume else image), mask_image=mask_image,
@@ -140,15 +187,25 @@ class Report:
                 rows=[], notes=list(notes[b]) if notes else [],
             )
             by_target: dict[str, list[Panel]] = {}
+            outline = None  # the expert's marks, drawn on every 2-D map too
+            if mask_image is not None and not volume:
+                outline = _fit(masks[b], image)
             for name, expl in explanations.items():
                 self._describe(name, expl)
+                # one colour scale for the classes of one method: comparable across them
+                clip = 99.5 if expl.raw is not None else None
+                disps = to_display_shared(list(expl.maps[b]), expl.signed, clip)
                 for t in range(expl.targets.shape[1]):
                     label = self._target_label(expl, b, t, clf)
-                    by_target.setdefault(label, []).append(self._panel(name, expl, b, t, image))
+                    panel = self._panel(name, expl, b, t, image, disps[t], outline)
+                    by_target.setdefault(label, []).append(panel)
                     cp = _concept_panel(name, expl, b, t, image, label)
                     if cp is not None:
                         item.concepts.setdefault(label, []).append(cp)
                 item.tables.extend(_tables(name, expl, b))
+                cons = expl.extras.get("conservation")
+                if isinstance(cons, torch.Tensor) and cons.dim() == 2:
+                    self.method_info[name].conservation.extend(cons[b].float().tolist())
             item.rows = list(by_target.items())
             self.items.append(item)
 
@@ -164,21 +221,71 @@ class Report:
         p = float(expl.probs[b, t])
         return f"{(clf or self.classifier).label(c)} ({p:.0%})"
 
-    def _panel(self, name: str, expl: Explanation, b: int, t: int, image: np.ndarray) -> Panel:
+    def _panel(self, name: str, expl: Explanation, b: int, t: int, image: np.ndarray,
+               disp: DisplayMap, marks: np.ndarray | None = None) -> Panel:
+        """One map: ``disp`` (pixel-level maps clipped at their 99.5th percentile, so one
+        spike does not dim the rest) over a desaturated copy of the image, whose own
+        colours then cannot be mistaken for the map's."""
         m = expl.maps[b, t]
-        # pixel-level maps are spiky: clip the top 0.5 % so one pixel does not dim the rest
-        disp = to_display(m, expl.signed, clip_percentile=99.5 if expl.raw is not None else None)
         if image.ndim == 4:  # a volume: one montage of slices, the map scaled once
             pic = montage(image, disp=disp)
         elif name == "saliency" and self.saliency_style == "gray":
             pic = np.repeat(gray_saliency(m)[..., None], 3, axis=2)
         else:
-            pic = overlay(image, disp)
+            pic = overlay(desaturate(image), disp)
+        if marks is not None and pic.shape[:2] == marks.shape:
+            pic = _ring(pic, marks)
         cost = f"{expl.cost.forward} forward, {expl.cost.backward} backward, " \
                f"{expl.cost.seconds * 1000 / max(1, expl.batch_size):.0f} ms per image"
         cls = methods.get(name)
         return Panel(name, cls.title, png_data_uri(pic),
                      disp.degenerate, cost, _notes(name, expl, b, t), wide=image.ndim == 4)
+
+    def add_case(self, case: Any) -> None:
+        """Add one :class:`mindlens.cases.Case`: its verdict first, everything else in the
+        section for engineers."""
+        from .cases import trusted_picture
+
+        clf = case.classifier
+        masks = None
+        if case.mask is not None or case.marker is not None:
+            parts = [m for m in (case.mask, case.marker) if m is not None]
+            masks = np.logical_or.reduce(parts)[None]
+        notes = [*case.notes, *(f"{methods.get(n).title} was not run: {why}"
+                                for n, why in case.skipped.items())]
+        self.add(case.x, case.explanations, titles=[case.title], masks=masks,
+                 pixels=case.pixels[None], notes=[notes], classifier=clf)
+        item = self.items[-1]
+        item.id = case.id
+        item.provenance = [m.to_dict() for m in case.maps]
+        if case.sensitivity:
+            from . import sensitivity
+
+            item.figures.append((
+                f"{case.title}: does the occlusion map depend on the fill value?",
+                png_data_uri(sensitivity.figure(case.sensitivity, clf, case.x), None),
+                sensitivity.caption(case.sensitivity, clf)))
+        v = case.verdict
+        pic = trusted_picture(case, v.fraction) if v is not None else None
+        e = case.explanations.get(case.trusted) if case.trusted else None
+        explained = None
+        if e is not None:
+            c = int(e.targets[0, 0])
+            explained = clf.label(c) if c >= 0 else "the score"
+        item.verdict = VerdictView(
+            decision=case.decision.said, wrong=case.decision.wrong,
+            picture=None if pic is None else png_data_uri(pic.pixels, None),
+            method=case.trusted,
+            method_title=methods.get(case.trusted).title if case.trusted else None,
+            why=case.trusted_why, explained=explained,
+            sentence=None if v is None else v.sentence,
+            status="" if v is None else v.status,
+            banners=[] if v is None else [(bn.kind, bn.text) for bn in v.banners],
+            evidence_colour=None if pic is None else _swatch(pic.evidence_colour),
+            marks_colour=None if pic is None or pic.marks_colour is None
+            else _swatch(pic.marks_colour),
+            fraction=0.0 if v is None else v.fraction,
+            resize=getattr(clf, "resize", None))
 
     def _describe(self, name: str, expl: Explanation) -> None:
         if name in self.method_info:
@@ -217,6 +324,28 @@ def _top(clf: Classifier, p: torch.Tensor, i: torch.Tensor) -> list[tuple[str, f
         top.append((clf.negative_label, 1.0 - top[0][1]))
         top.sort(key=lambda t: -t[1])
     return top
+
+
+#: the expert's marks on the engineers' maps: a green neither colour map contains
+MARKS_GREEN = (80, 255, 0)
+
+
+def _ring(image: np.ndarray, marks: np.ndarray, factor: int = 2) -> np.ndarray:
+    """The image enlarged ``factor`` times (nearest) with a green ring just outside the
+    marks, so that a map on a 2-pixel lesion stays visible inside its ring."""
+    from scipy import ndimage
+
+    big = image.repeat(factor, axis=0).repeat(factor, axis=1)
+    m = marks.repeat(factor, axis=0).repeat(factor, axis=1)
+    ring = ndimage.binary_dilation(m) & ~m
+    big = big.copy()
+    big[ring] = MARKS_GREEN
+    return big
+
+
+def _swatch(name: str) -> tuple[str, str]:
+    r, g, b = PALETTE[name]
+    return name, f"rgb({r},{g},{b})"
 
 
 def _fit(mask: np.ndarray, image: np.ndarray) -> np.ndarray:

@@ -136,3 +136,32 @@ def probabilities(logits: torch.Tensor, classes: torch.Tensor, output: str = "so
     valid = classes >= 0
     out[valid] = probs.gather(1, classes.clamp_min(0))[valid]
     return out
+
+
+def class_index(labels: Sequence[str] | None, name: str) -> int:
+    """The index of the class called ``name`` (exact, else case-insensitive, else the one
+    label that contains it as a word, e.g. ``"tabby"`` for ``"tabby cat"``); an
+    :class:`InputError` with a did-you-mean otherwise."""
+    import difflib
+
+    if labels is None:
+        raise InputError(f"cannot find the class {name!r}: the model has no class names "
+                         f"(give \"labels\" in its model card, or a class index)")
+    labels = list(labels)
+    if name in labels:
+        return labels.index(name)
+    low = [lab.lower() for lab in labels]
+    key = name.strip().lower()
+    if key in low:
+        return low.index(key)
+    words = [i for i, lab in enumerate(low) if key in lab.replace(",", " ").split()
+             or key in [part.strip() for part in lab.split(",")]]
+    if len(words) == 1:
+        return words[0]
+    near = difflib.get_close_matches(key, low, n=3, cutoff=0.6)
+    hint = (f"; did you mean {' or '.join(repr(labels[low.index(n)]) for n in near)}?"
+            if near else "")
+    if len(words) > 1:
+        hint = f"; it is part of {len(words)} class names, e.g. " + ", ".join(
+            repr(labels[i]) for i in words[:3]) + ": give the full name"
+    raise InputError(f"the model has no class named {name!r}{hint}")

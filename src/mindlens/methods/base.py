@@ -18,6 +18,7 @@ from ..errors import InputError, NotApplicableError
 from ..explanation import Explanation
 from ..model import Classifier
 from ..patching import model_lock
+from ..provenance import stamp
 from ..targets import Targets
 from .chunks import check_max_batch, default_max_batch, run_in_chunks
 
@@ -114,7 +115,8 @@ class Method:
         per-model caches (LRP plans, reduced-precision copies, occlusion's clean rows) and
         runs clean forwards, and another thread's patch must never be seen by them.
         ``cost.seconds`` excludes the wait. Probability-based targets and scores follow the
-        model's output kind."""
+        model's output kind. The result carries its provenance (:mod:`mindlens.provenance`)
+        and, for images, the pixels that were explained."""
         with model_lock(clf.module):
             self.check(clf)  # it may look at modules another thread's patch swaps
             start = time.perf_counter()
@@ -131,6 +133,9 @@ class Method:
                 result.probs = clf.target_probabilities(x, result.targets)
                 result.cost.forward += 1
             result.cost.seconds = time.perf_counter() - start
+            stamp(result, clf, self.name, self.defaults, self.params)
+        if x.dim() == 4:  # what was explained, for show() and notebooks
+            result.extras.setdefault("pixels", torch.from_numpy(clf.display_pixels(x)))
         return result
 
     def passes(self, clf: Classifier, x: torch.Tensor) -> int | None:

@@ -75,3 +75,27 @@ def css_gradient(signed: bool, steps: int = 9) -> str:
         pos = 100 * i / (steps - 1)
         stops.append(f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {pos:.0f}%")
     return f"linear-gradient(to right, {', '.join(stops)})"
+
+
+def to_display_shared(maps: list[torch.Tensor | np.ndarray], signed: bool,
+                      clip_percentile: float | None = None) -> list[DisplayMap]:
+    """Scale several comparable maps (one method, one image, several classes) on one
+    scale, so that equal colours mean equal values across them."""
+    arrays = [m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor)
+              else np.asarray(m, dtype=np.float32) for m in maps]
+    if len(arrays) < 2:
+        return [to_display(a, signed, clip_percentile) for a in arrays]
+    if signed:
+        top = max((float(np.percentile(np.abs(a), clip_percentile)) if clip_percentile
+                   else float(np.abs(a).max(initial=0.0))) for a in arrays)
+        if top <= 0 or not np.isfinite(top):
+            return [DisplayMap(np.zeros_like(a), True, True, 0.0) for a in arrays]
+        return [DisplayMap(np.clip(a / top, -1, 1), True, bool(np.abs(a).max() == 0), top)
+                for a in arrays]
+    lo = min(float(a.min()) for a in arrays)
+    hi = max((float(np.percentile(a, clip_percentile)) if clip_percentile else float(a.max()))
+             for a in arrays)
+    if hi - lo <= 0 or not np.isfinite(hi - lo):
+        return [DisplayMap(np.zeros_like(a), False, True, 0.0) for a in arrays]
+    return [DisplayMap(np.clip((a - lo) / (hi - lo), 0, 1), False, bool(np.ptp(a) == 0),
+                       hi - lo) for a in arrays]

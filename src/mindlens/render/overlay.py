@@ -9,14 +9,17 @@ import numpy as np
 from PIL import Image
 
 from .colors import DisplayMap, colorize
+from .evidence import as_rgb
 
 
 def overlay(image: np.ndarray, disp: DisplayMap, alpha: float = 0.55) -> np.ndarray:
-    """Blend a coloured map over ``uint8 [H, W, 3]`` pixels.
+    """Blend a coloured map over an image: ``uint8`` (or float in [0, 1]) grayscale
+    ``[H, W]`` / ``[H, W, 1]`` or RGB(A) ``[H, W, 3|4]``; returns ``uint8 [H, W, 3]``.
 
     The map's opacity follows its magnitude, so weak relevance leaves the image visible
     and the picture stays readable where the method found nothing.
     """
+    image = as_rgb(image)
     colors = colorize(disp).astype(np.float32)
     strength = np.abs(disp.values)[..., None]
     weight = alpha * np.clip(strength * 1.5, 0, 1)
@@ -29,8 +32,10 @@ def overlay(image: np.ndarray, disp: DisplayMap, alpha: float = 0.55) -> np.ndar
 
 def mask_outline(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 255, 0)
                  ) -> np.ndarray:
-    """Draw the outline of a bool mask (e.g. an expert's lesion marks) on an image."""
-    m = mask.astype(bool)
+    """Draw the outline of a bool mask (e.g. an expert's lesion marks) on an image
+    (grayscale or RGB, as for :func:`overlay`); returns ``uint8 [H, W, 3]``."""
+    image = as_rgb(image)
+    m = np.asarray(mask).astype(bool)
     edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
     out = image.copy()
     out[edge] = color

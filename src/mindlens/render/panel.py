@@ -16,11 +16,13 @@ def panel(image: np.ndarray, maps: dict[str, tuple[np.ndarray, bool]], tile: int
           mask: np.ndarray | None = None) -> np.ndarray:
     """``uint8 [H, W, 3]`` strip: original | method 1 | method 2 ...
 
-    ``maps`` maps a title to ``([h, w] raw map, signed)``; each is scaled and overlaid on the
-    image, then enlarged to ``tile`` pixels.
+    ``image`` is grayscale or RGB; ``maps`` maps a title to ``([h, w] raw map, signed)``;
+    each is scaled and overlaid on the image, then enlarged to ``tile`` pixels.
     """
+    from .evidence import as_rgb
     from .overlay import mask_outline
 
+    image = as_rgb(image)
     tiles = [("input", image if mask is None else mask_outline(image, mask))]
     for title, (m, signed) in maps.items():
         clip = 99.5 if m.shape == image.shape[:2] else None

@@ -124,7 +124,7 @@ class LRP(_LRPFamily):
     name = "lrp"
     title = "LRP"
     meaning = ("Red pixels carry evidence for the class and blue pixels evidence against "
-               "it; the values add up to about the class score.")
+               "it; the values share out the class score (the report gives the measured share).")
     reference = "Bach et al. 2015, PLoS ONE 10(7): e0130140"
     defaults = {**_LRPFamily.defaults, "init": "logit"}
 
