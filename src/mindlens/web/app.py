@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, methods
 from ..errors import MindlensError
 from ..model import Classifier
-from ..verdict import Words
+from ..verdict import DEFAULT_FRACTION, Words
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TooLarge
 from .security import COOKIE, Guard, read_limited, token_ok
 from .service import SLOW, Ask, Busy, Picture, Service, folder_pictures
@@ -132,7 +132,7 @@ class Form_:
         model: Annotated[str | None, Form(description="GET /api/models (default: the first)")
                          ] = None,
         fraction: Annotated[float, Form(description="the most relevant part of the image the "
-                                        "outline shows and the verdict counts")] = 0.1,
+                                        "outline shows and the verdict counts")] = DEFAULT_FRACTION,
     ) -> None:
         self.image, self.image_id, self.mask = image, image_id, mask
         self.fields = {"method": method, "target": target, "top_k": top_k,
