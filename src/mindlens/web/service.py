@@ -266,9 +266,8 @@ class Service:
         params = {k: dict(v) for k, v in self.params.items()}
         if "mace" in names and self.unit is not None:
             params["mace"] = {"unit": self.unit}
-        trusted = next((n for n in cases.DEFAULT_TRUSTED if n in names), names[0])
         return cases.Request(methods=names, target=ask.target, top_k=ask.top_k, params=params,
-                             trusted=trusted, fraction=ask.fraction, words=self.words)
+                             fraction=ask.fraction, words=self.words)
 
     def _case(self, ask: Ask, clf: Classifier, names: list[str],
               job: Job | None = None) -> cases.Case:

@@ -17,6 +17,12 @@ function readHash() {
   for (const k of Object.keys(state)) if (p.has(k)) state[k] = p.get(k);
   state.opacity = Number(state.opacity); state.top = Number(state.top);
 }
+function syncControls() {
+  const set = (id, v) => { const e = document.getElementById(id); if (e) e.value = v; };
+  set("model", state.model); set("model2", state.model2); set("method-a", state.a);
+  set("method-b", state.b); set("opacity", state.opacity); set("toppct", state.top);
+  $("#toppct-val").textContent = state.top;
+}
 function writeHash() {
   const p = new URLSearchParams();
   for (const [k, v] of Object.entries(state)) if (v !== "" && v !== null) p.set(k, v);
@@ -52,12 +58,14 @@ function isSlow(name) { const m = methods.find((x) => x.name === name); return m
 // -- one column per model: decision, classes, verdict, trusted picture --------------------
 function renderCase(col, res) {
   col.replaceChildren();
+  const text = document.createElement("div");
+  text.className = "text";
   const h = document.createElement("h2");
   h.textContent = res.model_title || res.model;
   const dec = document.createElement("p");
   dec.className = "decision";
   dec.textContent = res.decision.sentence;
-  col.append(h, dec);
+  text.append(h, dec);
   const list = document.createElement("ul");
   list.className = "classes";
   const explained = res.maps.length ? res.maps[0].target : null;
@@ -76,15 +84,16 @@ function renderCase(col, res) {
     b.addEventListener("click", () => { state.target = String(c.index); refresh(); });
     li.append(b); list.append(li);
   }
-  col.append(list);
+  text.append(list);
   if (res.verdict) {
     for (const ban of res.verdict.banners) {
-      const d = document.createElement("p"); d.className = "banner"; d.textContent = ban.text; col.append(d);
+      const d = document.createElement("p"); d.className = "banner"; d.textContent = ban.text; text.append(d);
     }
     const v = document.createElement("p");
     v.className = "verdict"; v.textContent = res.verdict.sentence;
-    col.append(v);
+    text.append(v);
   }
+  col.append(text);
   if (res.trusted_picture) {
     const t = document.createElement("div"); t.className = "trusted";
     const img = document.createElement("img");
@@ -264,7 +273,7 @@ async function start() {
     b.addEventListener("click", () => { upload = null; maskBlob = null; $("#maskname").textContent = ""; state.image = im.id; state.target = ""; refresh(); });
     $("#thumbs").append(b);
   }
-  $("#opacity").value = state.opacity; $("#toppct").value = state.top; $("#toppct-val").textContent = state.top;
+  syncControls();
   $("#model").addEventListener("change", (e) => { state.model = e.target.value; refresh(); });
   $("#model2").addEventListener("change", (e) => { state.model2 = e.target.value; refresh(); });
   $("#method-a").addEventListener("change", (e) => { state.a = e.target.value; writeHash(); explainPanel("a").catch((x) => say(x.message)); });
@@ -284,7 +293,7 @@ async function start() {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
     if (item) takeFile(item.getAsFile());
   });
-  window.addEventListener("hashchange", () => { readHash(); refresh(); });
+  window.addEventListener("hashchange", () => { readHash(); syncControls(); refresh(); });
   document.body.dataset.loaded = "1";
   await refresh();
 }
