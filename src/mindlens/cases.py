@@ -123,6 +123,8 @@ class Decision:
     top: list[tuple[str, float]]
     true_index: int | None = None
     true_label: str | None = None
+    #: the class indices of ``top``, in the same order
+    top_indices: list[int] = field(default_factory=list)
 
     @property
     def wrong(self) -> bool:
@@ -143,7 +145,9 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "label": self.label, "probability": self.probability,
-                "top": [{"label": lab, "probability": p} for lab, p in self.top],
+                "top": [{"label": lab, "probability": p}
+                        | ({"index": self.top_indices[i]} if self.top_indices else {})
+                        for i, (lab, p) in enumerate(self.top)],
                 "true_index": self.true_index, "true_label": self.true_label,
                 "wrong": self.wrong, "sentence": self.sentence}
 
@@ -337,7 +341,8 @@ def _case(clf: Classifier, x: torch.Tensor, item: Input, stem: str,
                         [(clf.label(int(c)), float(p)) for p, c in zip(top_p, top_i,
                                                                       strict=True)],
                         None if true is None else int(true),
-                        None if true is None else clf.label(int(true)))
+                        None if true is None else clf.label(int(true)),
+                        [int(c) for c in top_i])
     pixels = clf.display_pixels(x)[0]
     maps = []
     for name, e in results.items():

@@ -39,7 +39,7 @@ def create_app(models: Mapping[str, Classifier | str | Path],
                target: int | str | None = None,
                params: dict[str, dict[str, Any]] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 2, queue: int = 8,
-               title: str = "mindlens") -> FastAPI:
+               cache_size: int = 128, title: str = "mindlens") -> FastAPI:
     """The app serving ``models`` (name -> classifier or model card path).
 
     ``images_dir`` (and ``masks_dir``, masks by file stem) or ``pictures``: images the page
@@ -56,7 +56,8 @@ def create_app(models: Mapping[str, Classifier | str | Path],
         pics += folder_pictures(Path(images_dir), None if masks_dir is None else Path(masks_dir),
                                 max_pixels)
     service = Service(clfs, pics, unit=unit, words=words, workers=workers, queue=queue,
-                      max_pixels=max_pixels, target=target, params=params)
+                      max_pixels=max_pixels, target=target, params=params,
+                      cache_size=cache_size)
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -127,8 +128,8 @@ class Form_:
         method: Annotated[str, Form(description="GET /api/methods")] = "gradcam",
         target: Annotated[str | None, Form(description="class index or name (default: the "
                                            "top class)")] = None,
-        top_k: Annotated[int, Form(description="explain the k top classes")] = 1,
-        classes: Annotated[int, Form(description="how many top classes to list")] = 5,
+        top_k: Annotated[int, Form(description="explain the k top classes (the answer "
+                                   "lists max(3, k))")] = 1,
         model: Annotated[str | None, Form(description="GET /api/models (default: the first)")
                          ] = None,
         fraction: Annotated[float, Form(description="the most relevant part of the image the "
@@ -136,7 +137,7 @@ class Form_:
     ) -> None:
         self.image, self.image_id, self.mask = image, image_id, mask
         self.fields = {"method": method, "target": target, "top_k": top_k,
-                       "classes": classes, "model": model, "fraction": fraction}
+                       "model": model, "fraction": fraction}
 
 
 async def _ask(service: Service, form: Form_, max_bytes: int) -> Ask:

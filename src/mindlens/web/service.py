@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .. import cases, methods
 from ..errors import InputError
@@ -34,7 +36,6 @@ from ..io import IMAGE_SUFFIXES
 from ..model import Classifier
 from ..render.colors import colorize, to_display
 from ..render.evidence import as_rgb
-from ..render.overlay import png_data_uri
 from ..verdict import Words
 from .limits import DEFAULT_MAX_PIXELS, decode_image, digest
 
@@ -111,12 +112,11 @@ class Ask:
     mask: np.ndarray | None = None
     target: int | str | None = None
     top_k: int = 1
-    classes: int = 5
     fraction: float = cases.DEFAULT_FRACTION
 
     def key(self) -> str:
         return json.dumps([self.image_key, self.model, self.method, self.target, self.top_k,
-                           self.classes, self.fraction])
+                           self.fraction])
 
 
 @dataclass
@@ -190,15 +190,15 @@ class Service:
 
     def ask(self, *, model: str | None, method: str, image: bytes | None = None,
             image_id: str | None = None, mask: bytes | None = None,
-            target: str | None = None, top_k: int = 1, classes: int = 5,
+            target: str | None = None, top_k: int = 1,
             fraction: float = cases.DEFAULT_FRACTION) -> Ask:
         """Validate a request: the image from its bytes or its id, never from a path."""
         served = self.model(model)
         if method not in self.method_names():
             raise InputError(f"unknown method {method!r}; available: "
                              f"{', '.join(self.method_names())}")
-        if not 1 <= top_k <= 10 or not 1 <= classes <= 50:
-            raise InputError("top_k must be in 1..10 and classes in 1..50")
+        if not 1 <= top_k <= 10:
+            raise InputError(f"top_k must be in 1..10, got {top_k}")
         if not 0 < fraction <= 1:
             raise InputError(f"fraction must be in (0, 1], got {fraction}")
         if (image is None) == (image_id is None):
@@ -223,7 +223,7 @@ class Service:
         t: int | str | None = target if target not in (None, "") else self.default_target
         if isinstance(t, str) and t.strip().lstrip("-").isdigit():
             t = int(t)
-        return Ask(served.name, method, pixels, key, marks, t, top_k, classes, fraction)
+        return Ask(served.name, method, pixels, key, marks, t, top_k, fraction)
 
     # -- running ------------------------------------------------------------------------
     def cached(self, ask: Ask) -> dict[str, Any] | None:
@@ -257,7 +257,7 @@ class Service:
             return {**hit, "cached": True}
         with lane.lock:
             case = self._case(ask, lane.clf, [ask.method], job)
-            result = encode(case, ask.fraction, self._classes(case, ask.classes))
+            result = encode(case, ask.fraction)
         result["model"] = ask.model
         self._store(ask, result)
         return {**result, "cached": False}
@@ -282,14 +282,6 @@ class Service:
             return cases.run(clf, [item], self._request(ask, names))[0]
         finally:
             handle.remove()
-
-    @staticmethod
-    def _classes(case: cases.Case, k: int) -> list[dict[str, Any]]:
-        clf = case.classifier
-        probs = clf.predict(case.x)[0]
-        p, i = probs.topk(min(k, probs.shape[0]))
-        return [{"index": int(c), "label": clf.label(int(c)), "probability": float(q)}
-                for q, c in zip(p, i, strict=True)]
 
     def report(self, ask: Ask, names: list[str]) -> str:
         """The self-contained HTML report of this case with ``names`` (the CLI's report)."""
@@ -379,16 +371,24 @@ def _watch(job: Job) -> Callable[..., None]:
     return hook
 
 
-def encode(case: cases.Case, fraction: float, classes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON of one case: :meth:`Case.to_dict` (decision, verdict, trusted method, map
-    provenance), the classes, the input and the trusted picture as PNG data URIs, and per
+def png_uri(pixels: np.ndarray) -> str:
+    """A PNG data URI, compressed fast (zlib level 1): a page answer, not an archive."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
+    """The JSON of one case: :meth:`Case.to_dict` (decision with the top classes,
+    verdict, trusted method, map provenance), ``classes`` (the decision's top classes:
+    index, label, probability), the input and the trusted picture as PNG data URIs, and per
     map its colours (PNG data URI) and raw values (base64 of little-endian float32)."""
     out = case.to_dict()
-    out["classes"] = classes
-    out["image"] = png_data_uri(as_rgb(case.pixels), None)
+    out["classes"] = out["decision"]["top"]
+    out["image"] = png_uri(as_rgb(case.pixels))
     pic = cases.trusted_picture(case, fraction)
     out["trusted_picture"] = None if pic is None else {
-        "png": png_data_uri(pic.pixels, None), "evidence_colour": pic.evidence_colour,
+        "png": png_uri(pic.pixels), "evidence_colour": pic.evidence_colour,
         "marks_colour": pic.marks_colour}
     maps = []
     infos = iter(case.maps)
@@ -400,7 +400,7 @@ def encode(case: cases.Case, fraction: float, classes: list[dict[str, Any]]) -> 
             rgb = colorize(to_display(m, e.signed, clip))
             values = np.ascontiguousarray(m, dtype="<f4")
             maps.append({**info.to_dict(), "method": name,
-                         "png": png_data_uri(rgb, None),
+                         "png": png_uri(rgb),
                          "values": base64.b64encode(values.tobytes()).decode(),
                          "shape": list(values.shape), "dtype": "float32"})
     out["maps"] = maps

@@ -48,7 +48,6 @@ function form(method, model) {
   f.append("method", method);
   f.append("model", model || state.model);
   if (state.target !== "") f.append("target", state.target);
-  f.append("classes", "10");
   return f;
 }
 
