@@ -286,3 +286,16 @@ def test_report_download(client):
     assert r.status_code == 200
     assert "attachment" in r.headers["content-disposition"]
     assert "Grad-CAM" in r.text and "Gradient saliency" in r.text and "<html" in r.text.lower()
+
+
+def test_two_models(clf, card):
+    other = load_model(card)
+    app = create_app({"first": clf, "second": other})
+    with TestClient(app) as c:
+        assert [m["name"] for m in c.get("/api/models").json()] == ["first", "second"]
+        a = explain(c, image=png(), method="gradcam", model="first").json()
+        b = explain(c, image=png(), method="gradcam", model="second").json()
+        assert (a["model"], b["model"]) == ("first", "second")
+        assert a["maps"][0]["values"] == b["maps"][0]["values"]  # the same weights
+        r = explain(c, image=png(), model="third")
+        assert r.status_code == 422 and "first, second" in r.json()["detail"]
