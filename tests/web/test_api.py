@@ -277,7 +277,7 @@ def test_slow_job_progress_and_cancel(client, clf):
         time.sleep(0.05)
     assert job["state"] == "cancelled"
     assert client.get("/api/jobs/nope").status_code == 404
-    # occlusion through /api/explain waits for the job; gradcam is not blocked meanwhile
+    # occlusion through /api/explain waits for its job
     assert explain(client, image=data, method="occlusion").json()["maps"][0]["shape"] == [16, 16]
 
 
@@ -299,3 +299,21 @@ def test_two_models(clf, card):
         assert a["maps"][0]["values"] == b["maps"][0]["values"]  # the same weights
         r = explain(c, image=png(), model="third")
         assert r.status_code == 422 and "first, second" in r.json()["detail"]
+
+
+def test_a_running_slow_job_does_not_block_fast_methods(clf, folder):
+    app = create_app({"tiny": clf}, folder[0])
+    served = app.state.service.models["tiny"]
+    assert served.slow.clf is not served.fast.clf  # a private copy for slow methods
+    with TestClient(app) as c:
+        with served.slow.lock:  # as while an occlusion job runs
+            job = c.post("/api/jobs", data={"image_id": "0", "method": "occlusion"}).json()
+            r = c.post("/api/explain", data={"image_id": "0", "method": "gradcam"})
+            assert r.status_code == 200
+            assert c.get(f"/api/jobs/{job['id']}").json()["state"] in ("queued", "running")
+        for _ in range(400):
+            state = c.get(f"/api/jobs/{job['id']}").json()["state"]
+            if state == "done":
+                break
+            time.sleep(0.05)
+        assert state == "done"
