@@ -90,6 +90,7 @@ def _text(d: Any, css: str) -> str:
 
 def test_page_end_to_end(server, tmp_path):
     from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -115,6 +116,15 @@ def test_page_end_to_end(server, tmp_path):
                                                                                    ).startswith(
             "data:image/png")
         _until(d, lambda: "Grad-CAM" in _text(d, "#panel-a .caption"), "the first map")
+        # the expert's marks drawn on the page give the verdict against them
+        assert "No lesions" in _text(d, "#col-0 .verdict")
+        d.find_element(By.ID, "draw").click()
+        canvas = d.find_element(By.ID, "marks")
+        ActionChains(d).move_to_element_with_offset(canvas, -40, -40).click_and_hold(
+            ).move_by_offset(60, 20).move_by_offset(20, 60).release().perform()
+        _settled(d, d.find_element(By.ID, "use-marks").click, "the drawn marks")
+        _until(d, lambda: "No lesions" not in _text(d, "#col-0 .verdict"), "verdict on marks")
+        assert "drawn marks" in _text(d, "#maskname")
         # a served image with its lesion mask, then the second class
         _settled(d, d.find_element(By.CSS_SELECTOR, "#thumbs button[data-id='0']").click,
                  "a served image")

@@ -190,11 +190,36 @@ function cancelJob(key) {
   if (id) api(`/api/jobs/${id}`, { method: "DELETE" }).catch(() => {});
 }
 
+// -- the expert's marks drawn on the page: white strokes on black become the mask ------------
+let lastImage = null;   // data URI of the image being explained
+function setupDrawing() {
+  const canvas = $("#marks");
+  const ctx = canvas.getContext("2d");
+  let down = false;
+  const at = (e) => { const r = canvas.getBoundingClientRect(); return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height]; };
+  const dot = (e) => { const [x, y] = at(e); ctx.fillStyle = "rgba(0,255,120,0.8)"; ctx.beginPath(); ctx.arc(x, y, 7, 0, 2 * Math.PI); ctx.fill(); };
+  canvas.addEventListener("pointerdown", (e) => { down = true; dot(e); });
+  canvas.addEventListener("pointermove", (e) => { if (down) dot(e); });
+  window.addEventListener("pointerup", () => { down = false; });
+  $("#draw").addEventListener("click", () => { $("#drawing").hidden = false; canvas.style.backgroundImage = `url("${lastImage}")`; });
+  $("#clear-marks").addEventListener("click", () => ctx.clearRect(0, 0, canvas.width, canvas.height));
+  $("#close-marks").addEventListener("click", () => { $("#drawing").hidden = true; });
+  $("#use-marks").addEventListener("click", () => {
+    const out = document.createElement("canvas");
+    out.width = canvas.width; out.height = canvas.height;
+    const o = out.getContext("2d");
+    o.fillStyle = "#000"; o.fillRect(0, 0, out.width, out.height);
+    o.drawImage(canvas, 0, 0);
+    out.toBlob((blob) => { maskBlob = blob; $("#maskname").textContent = "drawn marks"; $("#drawing").hidden = true; refresh(); }, "image/png");
+  });
+}
+
 // -- the whole view ----------------------------------------------------------------------
 async function explainModel(model, col) {
   const trusted = isSlow(state.a) ? "gradcam" : state.a;
   const res = await (await api("/api/explain", { method: "POST", body: form(trusted, model) })).json();
   res.model_title = (models.find((m) => m.name === model) || {}).title;
+  if (model === state.model) { lastImage = res.image; $("#draw").disabled = false; }
   renderCase(col, res);
   return res;
 }
@@ -292,6 +317,7 @@ async function start() {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
     if (item) takeFile(item.getAsFile());
   });
+  setupDrawing();
   window.addEventListener("hashchange", () => { readHash(); syncControls(); refresh(); });
   document.body.dataset.loaded = "1";
   await refresh();
