@@ -291,12 +291,14 @@ class Service:
             if n not in self.method_names():
                 raise InputError(f"unknown method {n!r}")
         served = self.models[ask.model]
+        # with a slow method in it, the report is made on the slow lane
+        lane = served.slow if any(n in SLOW for n in names) else served.fast
         if not self._slots.acquire(blocking=False):
             raise Busy("all explanation workers are busy")
         try:
-            with served.fast.lock:
-                case = self._case(ask, served.fast.clf, names)
-                rep = Report(served.fast.clf, title=f"mindlens: {served.fast.clf.name}")
+            with lane.lock:
+                case = self._case(ask, lane.clf, names)
+                rep = Report(lane.clf, title=f"mindlens: {lane.clf.name}")
                 rep.add_case(case)
                 return rep.html()
         finally:
