@@ -343,7 +343,7 @@ def serve_cmd(
     if demo:
         from .demo import demo_unit_path, load_demo_model
         from .demo.cases import WORDS, demo_request
-        from .web.service import demo_pictures
+        from .web.pictures import demo_pictures
 
         web = create_app({"retina": load_demo_model("retina")}, unit=unit or
                          demo_unit_path("retina"), token=token, pictures=demo_pictures(),

@@ -48,7 +48,7 @@ def server():
     from mindlens.demo import load_demo_model
     from mindlens.demo.cases import WORDS
     from mindlens.web import create_app
-    from mindlens.web.service import demo_pictures
+    from mindlens.web.pictures import demo_pictures
 
     app = create_app({"retina": load_demo_model("retina")}, pictures=demo_pictures(n=4),
                      words=WORDS, target=1, title="mindlens demo")

@@ -25,8 +25,9 @@ from ..errors import MindlensError
 from ..model import Classifier
 from ..verdict import DEFAULT_FRACTION, Words
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TooLarge
+from .pictures import Picture, folder_pictures
 from .security import COOKIE, Guard, read_limited, token_ok
-from .service import SLOW, Ask, Busy, Picture, Service, folder_pictures
+from .service import SLOW, Ask, Busy, Service
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_S = 2

@@ -32,12 +32,12 @@ from PIL import Image
 
 from .. import cases, methods
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES
 from ..model import Classifier
 from ..render.colors import colorize, to_display
 from ..render.evidence import as_rgb
 from ..verdict import Words
 from .limits import DEFAULT_MAX_PIXELS, decode_image, digest
+from .pictures import Picture
 
 #: methods that take many forward passes: run as jobs with progress, on the slow lane
 SLOW = ("occlusion", "area_occlusion", "rise", "scorecam", "ablationcam", "mace")
@@ -88,17 +88,6 @@ def _num_classes(clf: Classifier) -> int:
         return len(clf.labels)
     with torch.no_grad():
         return int(clf.predict(torch.zeros(1, clf.channels, *clf.input_size)).shape[1])
-
-
-@dataclass
-class Picture:
-    """An image the server knows: a file of ``--images`` or a demo image, by id only."""
-
-    id: str
-    name: str
-    load: Callable[[], np.ndarray]
-    mask: Callable[[], np.ndarray | None]
-    has_mask: bool
 
 
 @dataclass
@@ -407,32 +396,3 @@ def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
                          "shape": list(values.shape), "dtype": "float32"})
     out["maps"] = maps
     return out
-
-
-def folder_pictures(images: Path, masks: Path | None, max_pixels: int) -> list[Picture]:
-    """The image files of a folder (and their masks by file stem), addressed by id."""
-    files = sorted(f for f in images.iterdir()
-                   if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
-    by_stem = {} if masks is None else {f.stem: f for f in masks.iterdir() if f.is_file()}
-    out = []
-    for i, f in enumerate(files):
-        m = by_stem.get(f.stem)
-        out.append(Picture(
-            str(i), f.name, (lambda f=f: decode_image(f.read_bytes(), max_pixels, f.name)),
-            (lambda m=m: None if m is None else
-             decode_image(m.read_bytes(), max_pixels, m.name).max(axis=-1) > 0),
-            m is not None))
-    return out
-
-
-def demo_pictures(seed: int = 2026, n: int = 8) -> list[Picture]:
-    """Fresh demo retina images with their exact lesion masks."""
-    from ..demo import retina
-
-    pixels, labels, masks = retina.generate(n, seed)
-    return [Picture(str(i), f"retina {i + 1} ({'diseased' if y == 1 else 'healthy'})",
-                    (lambda p=p: np.asarray(p)),  # uint8, scaled by preprocess
-                    (lambda m=m, y=y: np.asarray(m, bool) if y == 1 else None), bool(y == 1))
-            for i, (p, y, m) in enumerate(zip(pixels, labels, masks, strict=True))]
