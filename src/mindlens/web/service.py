@@ -39,8 +39,10 @@ from ..verdict import Words
 from .limits import DEFAULT_MAX_PIXELS, decode_image, digest
 from .pictures import Picture
 
-#: methods that take many forward passes: run as jobs with progress, on the slow lane
-SLOW = ("occlusion", "area_occlusion", "rise", "scorecam", "ablationcam", "mace")
+#: methods that take many passes through the model: run as jobs with progress, on the slow
+#: lane (names of methods this version lacks are simply never requested)
+SLOW = ("occlusion", "area_occlusion", "rise", "scorecam", "ablationcam", "mace",
+        "integrated_gradients", "smoothgrad")
 
 
 class Busy(Exception):
