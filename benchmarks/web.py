@@ -7,7 +7,9 @@ mobilenet_v2; then a bounded load test: N clients posting for S seconds.
 
 The server (uvicorn, a real socket) runs in this process with the results cache off, so
 every request computes. The cases take turns within each repetition. Overhead = HTTP p50 -
-in-process p50 (HTTP, multipart, decoding, PNG and base64 encoding of the answer). Peak
+``cases.run`` p50 (HTTP, multipart, decoding the upload, drawing the trusted picture, PNG
+and base64 encoding of the answer); in brackets the part left after decoding and encoding
+in-process, i.e. the HTTP transport itself. Peak
 memory is this process's max RSS (server and clients together). Not a test.
 """
 
@@ -51,7 +53,10 @@ def main() -> None:
     from tests.conftest import asset_images, load_asset
 
     from mindlens import cases
+    from mindlens.verdict import DEFAULT_FRACTION
     from mindlens.web import create_app
+    from mindlens.web.limits import decode_image
+    from mindlens.web.service import encode
 
     clf = load_asset("mobilenet_v2")
     files = asset_images("coral/*.png")[:4]
@@ -76,6 +81,7 @@ def main() -> None:
 
     pixels = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     inproc: dict[str, list[float]] = {m: [] for m in METHODS}
+    encoded: dict[str, list[float]] = {m: [] for m in METHODS}
     http: dict[str, list[float]] = {m: [] for m in METHODS}
     with httpx.Client() as client:
         for m in METHODS:  # warm-up
@@ -88,17 +94,23 @@ def main() -> None:
                 cases.run(clf, [pixels[i]], cases.Request(methods=[m]))
                 inproc[m].append((time.perf_counter() - t) * 1e3)
                 t = time.perf_counter()
+                px = decode_image(blobs[i])
+                encode(cases.run(clf, [px], cases.Request(methods=[m]))[0], DEFAULT_FRACTION)
+                encoded[m].append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
                 post(client, blobs[i], m).raise_for_status()
                 http[m].append((time.perf_counter() - t) * 1e3)
     print(f"mobilenet_v2, {args.reps} reps, torch threads {args.threads}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print("| method | in-process p50 / p95 ms | POST /api/explain p50 / p95 ms | "
-          "overhead at p50 ms |")
-    print("|---|---|---|---|")
+    print("| method | cases.run p50 / p95 ms | + decode and encode p50 / p95 ms | "
+          "POST /api/explain p50 / p95 ms | overhead at p50 ms (of which HTTP) |")
+    print("|---|---|---|---|---|")
     for m in METHODS:
-        a, b = inproc[m], http[m]
-        print(f"| {m} | {pct(a, 50):.0f} / {pct(a, 95):.0f} | {pct(b, 50):.0f} / "
-              f"{pct(b, 95):.0f} | {statistics.median(b) - statistics.median(a):+.0f} |")
+        a, e, b = inproc[m], encoded[m], http[m]
+        print(f"| {m} | {pct(a, 50):.0f} / {pct(a, 95):.0f} | {pct(e, 50):.0f} / "
+              f"{pct(e, 95):.0f} | {pct(b, 50):.0f} / {pct(b, 95):.0f} | "
+              f"{statistics.median(b) - statistics.median(a):+.0f} "
+              f"({statistics.median(b) - statistics.median(e):+.0f}) |")
     if args.load_s <= 0:
         server.should_exit = True
         return
