@@ -128,6 +128,8 @@ class Decision:
     top: list[tuple[str, float]]
     true_index: int | None = None
     true_label: str | None = None
+    #: the class indices of ``top``, in the same order
+    top_indices: list[int] = field(default_factory=list)
 
     @property
     def wrong(self) -> bool:
@@ -148,7 +150,9 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "label": self.label, "probability": self.probability,
-                "top": [{"label": lab, "probability": p} for lab, p in self.top],
+                "top": [{"label": lab, "probability": p}
+                        | ({"index": self.top_indices[i]} if self.top_indices else {})
+                        for i, (lab, p) in enumerate(self.top)],
                 "true_index": self.true_index, "true_label": self.true_label,
                 "wrong": self.wrong, "sentence": self.sentence}
 
@@ -345,7 +349,8 @@ def _case(clf: Classifier, x: torch.Tensor, item: Input, stem: str,
         shown = sorted([*shown, (clf.negative_label, 1.0 - shown[0][1])], key=lambda t: -t[1])
     decision = Decision(int(top_i[0]), clf.label(int(top_i[0])), float(top_p[0]), shown,
                         None if true is None else int(true),
-                        None if true is None else clf.label(int(true)))
+                        None if true is None else clf.label(int(true)),
+                        [int(c) for c in top_i])
     pixels = clf.display_pixels(x)[0]
     maps = []
     for name, e in results.items():

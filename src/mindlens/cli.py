@@ -484,6 +484,83 @@ def demo_cmd(
     out.print(f"wrote {written['report']}", highlight=False)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command("serve")
+@friendly
+def serve_cmd(
+    model: Annotated[list[Path] | None, typer.Option(
+        "--model", help="model card (JSON); repeat for two models side by side")] = None,
+    images: Annotated[Path | None, typer.Option(help="folder of images the page offers")
+                      ] = None,
+    masks: Annotated[Path | None, typer.Option(
+        help="folder of expert masks (same file stems as --images): gives the verdict")] = None,
+    unit: Annotated[Path | None, typer.Option(help="trained MACE unit (adds mace)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    token: Annotated[str | None, typer.Option(
+        help="require this token on every API call (a link with it logs the page in)")] = None,
+    insecure: Annotated[bool, typer.Option(
+        help="allow a non-loopback --host without --token")] = False,
+    demo: Annotated[bool, typer.Option(
+        "--demo", help="the demo world: the retina model and fresh demo images with their "
+        "lesion masks (no files needed)")] = False,
+    max_upload_mb: Annotated[float, typer.Option(help="largest upload, MB")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="largest image, pixels (from its header)")
+                          ] = 50_000_000,
+    workers: Annotated[int, typer.Option(min=1, help="explanations at once")] = 2,
+) -> None:
+    """Serve a web page (and a JSON API, spec at /openapi.json, rendered at /docs) that
+    explains the model's decision on an uploaded image: the verdict and the trusted
+    picture first, the other methods on demand."""
+    try:
+        import uvicorn
+
+        from .web import create_app
+    except ImportError as e:
+        raise InputError(f"mindlens serve needs the web extra: pip install 'mindlens[web]' "
+                         f"({e})") from None
+    if host not in LOOPBACK and not token and not insecure:
+        raise InputError(f"--host {host} makes the server reachable from other machines: give "
+                         f"--token T (or --insecure to serve without one)")
+    if host not in LOOPBACK and not token:
+        err.print(f"[bold red]warning: serving on {host} without a token (--insecure): "
+                  f"anyone who reaches this address can use it[/]", highlight=False)
+    kw: dict[str, Any] = {"max_bytes": int(max_upload_mb * 1024 * 1024),
+                          "max_pixels": max_pixels, "workers": workers}
+    if demo:
+        from .demo import demo_unit_path, load_demo_model
+        from .demo.cases import WORDS, demo_request
+        from .web.pictures import demo_pictures
+
+        web = create_app({"retina": load_demo_model("retina")}, unit=unit or
+                         demo_unit_path("retina"), token=token, pictures=demo_pictures(),
+                         words=WORDS, target=1, title="mindlens demo",
+                         params=demo_request(["gradcam"]).params, **kw)
+    else:
+        if not model:
+            raise typer.BadParameter("give --model CARD (repeatable), or --demo")
+        names = _model_names(model)
+        web = create_app(dict(zip(names, model, strict=True)), images, masks, unit, token, **kw)
+    shown = "localhost" if host in LOOPBACK else host
+    link = f"http://{shown}:{port}/" + (f"login?token={token}" if token else "")
+    out.print(f"mindlens serve: open {link}", highlight=False)
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+def _model_names(cards: list[Path]) -> list[str]:
+    """Names for the served models: the card file stems, numbered when they repeat."""
+    names: list[str] = []
+    for c in cards:
+        name, i = c.stem, 1
+        while name in names:
+            i += 1
+            name = f"{c.stem}_{i}"
+        names.append(name)
+    return names
+
+
 def _mount_subcommands() -> None:
     from .methods.mace.cli import app as mace_app
 

@@ -1,0 +1,158 @@
+"""Time ``POST /api/explain`` of ``mindlens serve`` over loopback HTTP against the same
+explanation in-process (:func:`mindlens.cases.run`), for gradcam, saliency and lrp on
+mobilenet_v2; then a bounded load test: N clients posting for S seconds.
+
+    MINDLENS_ASSETS=../shared/assets PYTHONPATH=src python benchmarks/web.py \\
+        [--reps 20] [--clients 20] [--load-s 60]
+
+The server (uvicorn, a real socket) runs in this process with the results cache off, so
+every request computes. The cases take turns within each repetition. Overhead = HTTP p50 -
+``cases.run`` p50 (HTTP, multipart, decoding the upload, drawing the trusted picture, PNG
+and base64 encoding of the answer); in brackets the part left after decoding and encoding
+in-process, i.e. the HTTP transport itself. Peak
+memory is this process's max RSS (server and clients together). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+METHODS = ("gradcam", "saliency", "lrp")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--load-s", type=float, default=60.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import httpx
+    import uvicorn
+    from tests.conftest import asset_images, load_asset
+
+    from mindlens import cases
+    from mindlens.verdict import DEFAULT_FRACTION
+    from mindlens.web import create_app
+    from mindlens.web.limits import decode_image
+    from mindlens.web.service import encode
+
+    clf = load_asset("mobilenet_v2")
+    files = asset_images("coral/*.png")[:4]
+    blobs = [f.read_bytes() for f in files]
+    app = create_app({"mobilenet_v2": clf}, cache_size=0, workers=args.workers,
+                     queue=args.clients + 8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/api/explain"
+
+    def post(client: httpx.Client, blob: bytes, method: str) -> httpx.Response:
+        return client.post(url, data={"method": method},
+                           files={"image": ("x.png", blob, "image/png")}, timeout=300)
+
+    from PIL import Image
+
+    pixels = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    inproc: dict[str, list[float]] = {m: [] for m in METHODS}
+    encoded: dict[str, list[float]] = {m: [] for m in METHODS}
+    http: dict[str, list[float]] = {m: [] for m in METHODS}
+    with httpx.Client() as client:
+        for m in METHODS:  # warm-up
+            cases.run(clf, [pixels[0]], cases.Request(methods=[m]))
+            post(client, blobs[0], m).raise_for_status()
+        for rep in range(args.reps):
+            i = rep % len(blobs)
+            for m in METHODS:
+                t = time.perf_counter()
+                cases.run(clf, [pixels[i]], cases.Request(methods=[m]))
+                inproc[m].append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                px = decode_image(blobs[i])
+                encode(cases.run(clf, [px], cases.Request(methods=[m]))[0], DEFAULT_FRACTION)
+                encoded[m].append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                post(client, blobs[i], m).raise_for_status()
+                http[m].append((time.perf_counter() - t) * 1e3)
+    print(f"mobilenet_v2, {args.reps} reps, torch threads {args.threads}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("| method | cases.run p50 / p95 ms | + decode and encode p50 / p95 ms | "
+          "POST /api/explain p50 / p95 ms | overhead at p50 ms (of which HTTP) |")
+    print("|---|---|---|---|---|")
+    for m in METHODS:
+        a, e, b = inproc[m], encoded[m], http[m]
+        print(f"| {m} | {pct(a, 50):.0f} / {pct(a, 95):.0f} | {pct(e, 50):.0f} / "
+              f"{pct(e, 95):.0f} | {pct(b, 50):.0f} / {pct(b, 95):.0f} | "
+              f"{statistics.median(b) - statistics.median(a):+.0f} "
+              f"({statistics.median(b) - statistics.median(e):+.0f}) |")
+    if args.load_s <= 0:
+        server.should_exit = True
+        return
+    counts = {"ok": 0, "busy": 0, "error": 0}
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + args.load_s
+
+    def client_loop(k: int) -> None:
+        with httpx.Client() as c:
+            n = 0
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                try:
+                    r = post(c, blobs[(k + n) % len(blobs)], "gradcam")
+                    kind = "ok" if r.status_code == 200 else (
+                        "busy" if r.status_code == 503 else "error")
+                except httpx.HTTPError:
+                    kind = "error"
+                with lock:
+                    counts[kind] += 1
+                    if kind == "ok":
+                        lat.append((time.perf_counter() - t) * 1e3)
+                if kind == "busy":
+                    time.sleep(0.5)
+                n += 1
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(args.clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.monotonic() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nload: {args.clients} clients, {wall:.0f} s, gradcam, {args.workers} workers: "
+          f"{counts['ok']} answered ({counts['ok'] / wall:.1f}/s), {counts['busy']} x 503, "
+          f"{counts['error']} errors; latency p50 {pct(lat, 50):.0f} ms, p95 "
+          f"{pct(lat, 95):.0f} ms; peak RSS {peak:.0f} MiB; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    server.should_exit = True
+
+
+if __name__ == "__main__":
+    main()

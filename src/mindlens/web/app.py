@@ -1,0 +1,243 @@
+"""The FastAPI app of ``mindlens serve``: the page and the JSON API.
+
+``create_app(models, images_dir, masks_dir, unit, token)`` builds it. The API
+(``/api/explain``, ``/api/jobs``, ``/api/report``, ``/api/models``, ``/api/methods``,
+``/api/images``, ``/api/health``) is described by ``/openapi.json``; ``/docs`` renders that
+spec with the page's own script (no Swagger UI from a CDN: the app works offline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__, methods
+from ..errors import MindlensError
+from ..model import Classifier
+from ..verdict import DEFAULT_FRACTION, Words
+from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TooLarge
+from .pictures import Picture, folder_pictures
+from .security import COOKIE, Guard, read_limited, token_ok
+from .service import SLOW, Ask, Busy, Service
+
+STATIC = Path(__file__).parent / "static"
+RETRY_AFTER_S = 2
+
+
+def create_app(models: Mapping[str, Classifier | str | Path],
+               images_dir: str | Path | None = None, masks_dir: str | Path | None = None,
+               unit: str | Path | None = None, token: str | None = None, *,
+               pictures: list[Picture] | None = None, words: Words | None = None,
+               target: int | str | None = None,
+               params: dict[str, dict[str, Any]] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+               max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 2, queue: int = 8,
+               cache_size: int = 128, title: str = "mindlens") -> FastAPI:
+    """The app serving ``models`` (name -> classifier or model card path).
+
+    ``images_dir`` (and ``masks_dir``, masks by file stem) or ``pictures``: images the page
+    offers as thumbnails, addressed by id. ``unit``: a trained MACE unit (adds ``mace``).
+    ``token``: required on every API call but ``/api/health``. ``target``: the class every
+    map explains unless the request names one (the demo explains "diseased"); ``params``:
+    per-method parameters (``{"occlusion": {"window": 16}}``).
+    """
+    from ..model_card import load_model
+
+    clfs = {name: m if isinstance(m, Classifier) else load_model(m) for name, m in models.items()}
+    pics = list(pictures or [])
+    if images_dir is not None:
+        pics += folder_pictures(Path(images_dir), None if masks_dir is None else Path(masks_dir),
+                                max_pixels)
+    service = Service(clfs, pics, unit=unit, words=words, workers=workers, queue=queue,
+                      max_pixels=max_pixels, target=target, params=params,
+                      cache_size=cache_size)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title=f"{title} API", version=__version__, docs_url=None, redoc_url=None,
+                  lifespan=lifespan,
+                  description="Explain an image classifier's decision: upload an image, get "
+                              "the decision, the verdict and the maps (see /docs).")
+    app.state.service = service
+    app.state.token = token
+    app.state.max_bytes = max_bytes
+    app.add_middleware(Guard, token=token, max_bytes=max_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _errors(app)
+    _pages(app)
+    _api(app, service, max_bytes)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(TooLarge)
+    async def too_large(_r: Request, e: TooLarge) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=413)
+
+    @app.exception_handler(MindlensError)
+    async def bad_input(_r: Request, e: MindlensError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=422)
+
+    @app.exception_handler(Busy)
+    async def busy(_r: Request, e: Busy) -> JSONResponse:
+        return JSONResponse({"detail": f"{e}; retry in a moment"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _pages(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html")
+
+    @app.get("/login", include_in_schema=False)
+    async def login(request: Request, token: str = "") -> Response:
+        if not token_ok(app.state.token, {"authorization": f"Bearer {token}"}, {}):
+            return JSONResponse({"detail": "wrong token"}, status_code=401)
+        resp = RedirectResponse("/", status_code=303)
+        if app.state.token:
+            resp.set_cookie(COOKIE, token, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return resp
+
+
+class Form_:
+    """The fields of an explanation request (multipart form)."""
+
+    def __init__(
+        self,
+        image: Annotated[UploadFile | None, File(description="the image file (PNG, JPEG, "
+                                                  "...); its bytes are decoded, the content "
+                                                  "type is not trusted")] = None,
+        image_id: Annotated[str | None, Form(description="or: the id of a served image "
+                                             "(GET /api/images)")] = None,
+        mask: Annotated[UploadFile | None, File(description="the expert's marks: an image, "
+                                                 "nonzero = marked; gives the verdict")] = None,
+        method: Annotated[str, Form(description="GET /api/methods")] = "gradcam",
+        target: Annotated[str | None, Form(description="class index or name (default: the "
+                                           "top class)")] = None,
+        top_k: Annotated[int, Form(description="explain the k top classes (the answer "
+                                   "lists max(3, k))")] = 1,
+        model: Annotated[str | None, Form(description="GET /api/models (default: the first)")
+                         ] = None,
+        fraction: Annotated[float, Form(description="the most relevant part of the image the "
+                                        "outline shows and the verdict counts")] = DEFAULT_FRACTION,
+    ) -> None:
+        self.image, self.image_id, self.mask = image, image_id, mask
+        self.fields = {"method": method, "target": target, "top_k": top_k,
+                       "model": model, "fraction": fraction}
+
+
+async def _ask(service: Service, form: Form_, max_bytes: int) -> Ask:
+    image = None if form.image is None else await read_limited(form.image, max_bytes)
+    mask = None if form.mask is None else await read_limited(form.mask, max_bytes, "the mask")
+    return await run_in_threadpool(lambda: service.ask(image=image, image_id=form.image_id,
+                                                       mask=mask, **form.fields))
+
+
+def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
+    @app.get("/api/health", tags=["server"])
+    async def health() -> dict[str, Any]:
+        """Whether the server is up (needs no token)."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/api/models", tags=["catalogue"])
+    async def models() -> list[dict[str, Any]]:
+        """The served models with their class names."""
+        return [m.info() for m in service.models.values()]
+
+    @app.get("/api/methods", tags=["catalogue"])
+    async def methods_() -> list[dict[str, Any]]:
+        """The explanation methods; ``slow`` ones run as jobs with progress."""
+        return [{"name": n, "title": methods.get(n).title, "meaning": methods.get(n).meaning,
+                 "needs": methods.get(n).needs.describe(), "slow": n in SLOW}
+                for n in service.method_names()]
+
+    @app.get("/api/images", tags=["catalogue"])
+    async def images() -> list[dict[str, Any]]:
+        """The served images (``--images`` or the demo), by id."""
+        return [{"id": p.id, "name": p.name, "has_mask": p.has_mask,
+                 "thumb": f"/api/images/{p.id}/thumb"} for p in service.pictures.values()]
+
+    @app.get("/api/images/{image_id}/thumb", tags=["catalogue"])
+    async def thumb(image_id: str) -> Response:
+        """A served image as PNG (at most 160 px), by id only."""
+        pic = service.pictures.get(image_id)
+        if pic is None:
+            raise HTTPException(404, f"no served image has the id {image_id!r}")
+        return Response(await run_in_threadpool(_thumb, pic), media_type="image/png")
+
+    @app.post("/api/explain", tags=["explain"])
+    async def explain(form: Annotated[Form_, Depends()]) -> dict[str, Any]:
+        """Explain one image with one method: the classes, the decision, the verdict
+        (where a mask is known), the trusted picture and each map as a PNG data URI and as
+        raw float32 values (base64, little-endian, with its shape), with provenance. Slow
+        methods run on their own lane (see /api/jobs for progress and cancelling)."""
+        ask = await _ask(service, form, max_bytes)
+        if ask.method in SLOW:
+            job = service.start_job(ask)
+            while job.state in ("queued", "running"):
+                await asyncio.sleep(0.05)
+            if job.state != "done":
+                raise HTTPException(500, job.error or job.state)
+            assert job.result is not None
+            return job.result
+        return await asyncio.wrap_future(service.submit(ask))
+
+    @app.post("/api/jobs", tags=["explain"], status_code=202)
+    async def start_job(form: Annotated[Form_, Depends()]) -> dict[str, Any]:
+        """Start an explanation in the background (for slow methods): poll
+        ``GET /api/jobs/{id}`` for progress, cancel with ``DELETE``."""
+        return service.start_job(await _ask(service, form, max_bytes)).to_dict()
+
+    @app.get("/api/jobs/{job_id}", tags=["explain"])
+    async def job(job_id: str) -> dict[str, Any]:
+        """State, forward passes so far, progress and time left (known from the last run
+        of the method on this model), and the result when done."""
+        try:
+            return service.job(job_id).to_dict()
+        except KeyError:
+            raise HTTPException(404, "no such job") from None
+
+    @app.delete("/api/jobs/{job_id}", tags=["explain"])
+    async def cancel(job_id: str) -> dict[str, Any]:
+        """Cancel a job (it stops at its next forward pass)."""
+        try:
+            return service.cancel(job_id).to_dict()
+        except KeyError:
+            raise HTTPException(404, "no such job") from None
+
+    @app.post("/api/report", tags=["explain"], response_class=HTMLResponse)
+    async def report(form: Annotated[Form_, Depends()],
+                     methods: Annotated[str, Form(description="comma-separated method names")
+                                        ] = "gradcam") -> HTMLResponse:
+        """This case as the self-contained HTML report of ``mindlens explain``."""
+        ask = await _ask(service, form, max_bytes)
+        names = [m.strip() for m in methods.split(",") if m.strip()] or [ask.method]
+        html = await run_in_threadpool(service.report, ask, names)
+        return HTMLResponse(html, headers={
+            "Content-Disposition": 'attachment; filename="mindlens-report.html"'})
+
+
+def _thumb(pic: Picture) -> bytes:
+    from PIL import Image
+
+    from ..render.evidence import as_rgb
+    from ..render.overlay import png_bytes
+
+    img = Image.fromarray(as_rgb(pic.load()))
+    img.thumbnail((160, 160))
+    return png_bytes(np.asarray(img))

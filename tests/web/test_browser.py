@@ -1,0 +1,172 @@
+"""`mindlens serve --demo` in headless Chromium: upload an image, see the verdict, click the
+second class, switch and compare methods, move the slider, download the report, reload the
+shared link. Skips when Chromium, chromedriver or Selenium is missing."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+WAIT_S = 30
+
+
+def _driver(downloads: Path) -> Any:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.skip("headless Chromium and chromedriver are not installed "
+                    "(apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    return webdriver.Chrome(options=opts, service=Service(chromedriver))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from mindlens.demo import load_demo_model
+    from mindlens.demo.cases import WORDS
+    from mindlens.web import create_app
+    from mindlens.web.pictures import demo_pictures
+
+    app = create_app({"retina": load_demo_model("retina")}, pictures=demo_pictures(n=4),
+                     words=WORDS, target=1, title="mindlens demo")
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _until(d: Any, check: Any, what: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(d, WAIT_S).until(lambda _d: check(), message=what)
+
+
+def _settled(d: Any, action: Any, what: str) -> None:
+    """Do ``action`` and wait until the page has shown its result (body[data-ready])."""
+    from selenium.webdriver.common.by import By
+
+    body = d.find_element(By.TAG_NAME, "body")
+    before = body.get_attribute("data-ready")
+    action()
+    _until(d, lambda: body.get_attribute("data-ready") not in (None, before), what)
+
+
+def _text(d: Any, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    found = d.find_elements(By.CSS_SELECTOR, css)
+    return found[0].text if found else ""
+
+
+def test_page_end_to_end(server, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    from mindlens.demo import retina
+
+    pixels, labels, _ = retina.generate(2, 99)
+    upload = tmp_path / "eye.png"
+    Image.fromarray(pixels[int(labels.argmax())]).save(upload)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    d = _driver(downloads)
+    try:
+        d.get(server)
+        _until(d, lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"),
+               "the page loads")
+        assert len(d.find_elements(By.CSS_SELECTOR, "#thumbs button")) == 4
+        # upload: the decision and the verdict come first, with the trusted picture
+        _settled(d, lambda: d.find_element(By.ID, "file").send_keys(str(upload)), "upload")
+        _until(d, lambda: "The model says" in _text(d, "#col-0 .decision"), "the decision")
+        _until(d, lambda: _text(d, "#col-0 .verdict"), "the verdict")
+        assert d.find_element(By.CSS_SELECTOR, "#col-0 .trusted img").get_attribute("src"
+                                                                                   ).startswith(
+            "data:image/png")
+        _until(d, lambda: "Grad-CAM" in _text(d, "#panel-a .caption"), "the first map")
+        # the expert's marks drawn on the page give the verdict against them
+        assert "No lesions" in _text(d, "#col-0 .verdict")
+        d.find_element(By.ID, "draw").click()
+        canvas = d.find_element(By.ID, "marks")
+        ActionChains(d).move_to_element_with_offset(canvas, -40, -40).click_and_hold(
+            ).move_by_offset(60, 20).move_by_offset(20, 60).release().perform()
+        _settled(d, d.find_element(By.ID, "use-marks").click, "the drawn marks")
+        _until(d, lambda: "No lesions" not in _text(d, "#col-0 .verdict"), "verdict on marks")
+        assert "drawn marks" in _text(d, "#maskname")
+        # a served image with its lesion mask, then the second class
+        _settled(d, d.find_element(By.CSS_SELECTOR, "#thumbs button[data-id='0']").click,
+                 "a served image")
+        assert "image=0" in d.current_url
+        buttons = d.find_elements(By.CSS_SELECTOR, "#col-0 .classes button")
+        second_label = buttons[1].find_element(By.TAG_NAME, "span").text
+        second_index = buttons[1].get_attribute("data-index")
+        _settled(d, buttons[1].click, "the second class")
+        _until(d, lambda: f"for “{second_label}”" in _text(d, "#panel-a .caption"),
+               "the second class explained")
+        # compare: saliency beside, then switch the first panel to LRP
+        Select(d.find_element(By.ID, "method-b")).select_by_value("saliency")
+        _until(d, lambda: "saliency" in _text(d, "#panel-b .caption").lower(), "saliency beside")
+        Select(d.find_element(By.ID, "method-a")).select_by_value("lrp")
+        _until(d, lambda: "LRP" in _text(d, "#panel-a .caption"), "LRP in the first panel")
+        # the opacity slider and the most-relevant control repaint the maps
+        slider = d.find_element(By.ID, "opacity")
+        slider.send_keys(*[Keys.ARROW_LEFT] * 20)
+        _until(d, lambda: d.find_element(By.CSS_SELECTOR, "#panel-a canvas").value_of_css_property(
+            "opacity") == "0.4", "opacity 40%")
+        top = d.find_element(By.ID, "toppct")
+        top.send_keys(*[Keys.ARROW_LEFT] * 90)
+        _until(d, lambda: d.find_element(By.CSS_SELECTOR, "#panel-a canvas").get_attribute(
+            "data-painted") == "40:10", "only the most relevant 10%")
+        # download the case's report
+        d.find_element(By.ID, "download").click()
+        _until(d, lambda: (downloads / "mindlens-report.html").exists(), "the report file")
+        _until(d, lambda: (downloads / "mindlens-report.html").stat().st_size > 1000, "written")
+        assert "LRP" in (downloads / "mindlens-report.html").read_text()
+        # the shared link reproduces the view
+        link = d.current_url
+        for part in ("image=0", "a=lrp", "b=saliency", "opacity=40", "top=10",
+                     f"target={second_index}"):
+            assert part in link, part
+        d.get("about:blank")
+        d.get(link)
+        _until(d, lambda: "LRP" in _text(d, "#panel-a .caption")
+               and "saliency" in _text(d, "#panel-b .caption").lower(), "both maps again")
+        assert Select(d.find_element(By.ID, "method-b")).first_selected_option.get_attribute(
+            "value") == "saliency"
+        assert d.find_element(By.ID, "opacity").get_attribute("value") == "40"
+        assert f"for “{second_label}”" in _text(d, "#panel-a .caption")
+        assert not _text(d, "#status")
+    finally:
+        d.quit()
