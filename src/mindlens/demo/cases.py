@@ -16,9 +16,11 @@ WORDS = Words(region="lesion", regions="lesions", marker="the corner marker",
 
 def demo_request(method_names: Sequence[str]) -> Request:
     """Every map explains class 1 ("diseased"); occlusion with 16 px windows, stride 8 (a
-    15x15 grid, readable and quick on a laptop CPU)."""
+    15x15 grid, readable and quick on a laptop CPU); RISE with 500 masks instead of 6,000
+    (about 10 s instead of 2 min per case on 2 cores; its map is noisier)."""
     return Request(methods=list(method_names), target=1,
-                   params={"occlusion": {"window": 16, "stride": 8}}, words=WORDS)
+                   params={"occlusion": {"window": 16, "stride": 8},
+                           "rise": {"n_masks": 500}}, words=WORDS)
 
 
 def demo_inputs(seed: int = 2026) -> list[Input]:
