@@ -97,34 +97,75 @@ def gradcam_pointing(clf: Classifier, images: np.ndarray, labels: np.ndarray,
             "diseased_images": len(sick), "tolerance_px": float(tolerance), **info}
 
 
+def lesion_loss(features: torch.Tensor, classifier: torch.nn.Linear, masks: torch.Tensor,
+                temperature: float = 1.0) -> torch.Tensor:
+    """Where the class-"diseased" evidence lies, scored against the lesion masks (a
+    localisation term in the spirit of Ross et al. 2017, "Right for the Right Reasons",
+    arXiv:1703.03717, and Li et al. 2018, "Tell Me Where to Look", arXiv:1802.10171).
+
+    ``features``: the last feature map ``[N, C, h, w]`` of diseased images; ``masks``:
+    their lesion masks ``[N, H, W]``. With a global-average-pooling head the class
+    activation map of "diseased" (Zhou et al. 2016) is ``sum_k w_k A_k``, and Grad-CAM for
+    that class is its positive part. Its cells are read as logits of a spatial softmax; the
+    loss is ``-log`` of the probability on the cells that hold a lesion pixel (the mask
+    max-pooled to ``h x w``), so the map's maximum is pulled onto a lesion and away from
+    vessels, optic disc and background. Images without lesion pixels are skipped."""
+    cam = torch.einsum("nchw,c->nhw", features, classifier.weight[1])
+    target = F.adaptive_max_pool2d(masks[:, None].float(), features.shape[-2:])[:, 0]
+    keep = target.flatten(1).any(1)
+    if not keep.any():
+        return cam.sum() * 0.0
+    logp = F.log_softmax(cam[keep].flatten(1) / temperature, dim=1)
+    inside = target[keep].flatten(1) > 0
+    return -torch.logsumexp(logp.masked_fill(~inside, float("-inf")), dim=1).mean()
+
+
 def fit(images: np.ndarray, labels: np.ndarray, seed: int, epochs: int, batch: int,
-        lr: float, log: bool = True, arch: dict[str, Any] | None = None
+        lr: float, log: bool = True, arch: dict[str, Any] | None = None,
+        masks: np.ndarray | None = None, lesion_weight: float = 0.0,
+        init: dict[str, torch.Tensor] | None = None,
+        norm: tuple[torch.Tensor, torch.Tensor] | None = None,
         ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """AdamW with a one-cycle schedule and flip augmentation; returns model, mean, std.
-    ``arch``: keyword arguments of :func:`~mindlens.demo.model.build`."""
+    ``arch``: keyword arguments of :func:`~mindlens.demo.model.build`. With ``masks`` and
+    ``lesion_weight > 0`` the loss adds ``lesion_weight`` times :func:`lesion_loss` on the
+    batch's diseased images. ``init``: a state dict to start from (fine-tuning), ``norm``:
+    its input mean and std (default: measured on the first 500 images)."""
     torch.manual_seed(seed)
-    px = images[:500].reshape(-1, 3).astype(np.float64) / 255.0
-    mean = torch.tensor(px.mean(0), dtype=torch.float32)
-    std = torch.tensor(px.std(0), dtype=torch.float32)
+    if norm is None:
+        px = images[:500].reshape(-1, 3).astype(np.float64) / 255.0
+        mean = torch.tensor(px.mean(0), dtype=torch.float32)
+        std = torch.tensor(px.std(0), dtype=torch.float32)
+    else:
+        mean, std = norm
     model = build(**(arch or {}))
+    if init is not None:
+        model.load_state_dict(init)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (len(images) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
     y_all = torch.from_numpy(labels)
+    supervise = masks is not None and lesion_weight > 0
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(images), generator=gen).numpy()
-        total, t0 = 0.0, time.time()
+        total, local, t0 = 0.0, 0.0, time.time()
         for i in range(len(images) // batch):
             idx = np.sort(order[i * batch:(i + 1) * batch])
             x = to_tensor(images[idx], mean, std)
+            m = torch.from_numpy(masks[idx]) if supervise else None
             flip = torch.rand(2, generator=gen)
-            if flip[0] < 0.5:
-                x = x.flip(3)
-            if flip[1] < 0.5:
-                x = x.flip(2)
-            loss = F.cross_entropy(model(x), y_all[idx])
+            for dim, f in ((3, flip[0]), (2, flip[1])):
+                if f < 0.5:
+                    x = x.flip(dim)
+                    m = m.flip(dim - 1) if m is not None else None
+            feats = model.features(x)
+            loss = F.cross_entropy(model.classifier(model.pool(feats).flatten(1)), y_all[idx])
+            if m is not None:
+                term = lesion_loss(feats, model.classifier, m)
+                loss = loss + lesion_weight * term
+                local += term.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -132,7 +173,7 @@ def fit(images: np.ndarray, labels: np.ndarray, seed: int, epochs: int, batch: i
             total += loss.item()
         if log:
             print(f"epoch {epoch + 1}/{epochs}: loss {total / max(1, i + 1):.4f} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
+                  f"lesion {local / max(1, i + 1):.4f} ({time.time() - t0:.0f} s)", flush=True)
     model.eval()
     return model, mean, std
 
@@ -161,17 +202,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if getattr(args, key) is None:
             setattr(args, key, recipe[key])
     t0 = time.time()
+    masks = None
     if args.colour or args.colour_control:
         split = "train" if args.colour else "test"
         images, labels, _, _ = colour.generate(args.n_train, args.seed, split=split)
     elif args.shortcut:
         images, labels, _, _ = shortcut.generate(args.n_train, args.seed, split="train")
     else:
-        images, labels, _ = retina.generate(args.n_train, args.seed)
+        images, labels, masks = retina.generate(args.n_train, args.seed)
     print(f"generated {len(images)} training images in {time.time() - t0:.1f} s", flush=True)
     t1 = time.time()
+    init, norm, stage1 = None, None, None
+    if "init" in recipe:  # stage 1: the pre-training this recipe fine-tunes from
+        stage1 = recipe["init"]
+        x1, y1, _ = retina.generate(stage1["n_train"], args.seed)
+        pre = fit(x1, y1, args.seed, stage1["epochs"], stage1["batch"], stage1["lr"],
+                  arch=stage1["arch"])
+        init, norm = pre[0].state_dict(), (pre[1], pre[2])
     model, mean, std = fit(images, labels, args.seed, args.epochs, args.batch, args.lr,
-                           arch=recipe["arch"])
+                           arch=recipe["arch"], masks=masks,
+                           lesion_weight=recipe.get("lesion_weight", 0.0), init=init,
+                           norm=norm)
     train_s = time.time() - t1
     metrics = card_metrics(name, model, mean, std, args.n_test, args.seed + 1)
     training = {
@@ -179,6 +230,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test_size": args.n_test, "epochs": args.epochs, "batch": args.batch,
         "lr": args.lr, "threads": args.threads, "seconds": round(train_s, 1),
     }
+    if stage1 is not None:
+        training["lesion_weight"] = recipe["lesion_weight"]
+        training["fine_tuned_from"] = {k: v for k, v in stage1.items() if k != "arch"} | {
+            "factory_kwargs": stage1["arch"]}
     card = write_model(args.out, name, model, mean, std, recipe["arch"], training, metrics)
     print(f"wrote {args.out / (name + '.json')} (training {train_s:.0f} s)")
     return card
