@@ -6,12 +6,12 @@ map ``features``; global average pooling and one linear layer give the two logit
 (healthy, diseased). With this head CAM applies exactly (Zhou et al. 2016,
 arXiv:1512.04150), and ``layer="auto"`` picks ``features`` for Grad-CAM.
 
-- ``pooled=2`` (the default; every bundled model): pooling after the stem and after the
-  second block, a 16x16x64 feature map (one cell per 8x8 pixels). About 62k parameters:
-  small enough to train on two CPU cores in minutes.
-- ``pooled=1``: pooling after the stem only, a 32x32x64 feature map (one cell per 4x4
-  pixels, the size of a lesion). The same parameters (a ``pooled=2`` state dict loads),
-  about 2.7x the compute.
+- ``pooled=2`` (the default; the shortcut and colour models): pooling after the stem and
+  after the second block, a 16x16x64 feature map (one cell per 8x8 pixels). About 62k
+  parameters: small enough to train on two CPU cores in minutes.
+- ``pooled=1`` (the retina model): pooling after the stem only, a 32x32x64 feature map
+  (one cell per 4x4 pixels, the size of a lesion). The same parameters (a ``pooled=2``
+  state dict loads), about 2.7x the compute.
 """
 
 from __future__ import annotations
