@@ -46,6 +46,8 @@ def test_screenshot_shows_the_panels(demo_report, tmp_path):
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
-    # the fundus images are red-orange: a rendered page has many strongly red pixels
+    # the fundus images are red-orange: a rendered page has many strongly red pixels (an
+    # unrendered one: none). How many depends on the maps over the images: 3.7 % with the
+    # localising retina model, whose maps leave most of each fundus dark, above 5 % before
     red = (pixels[..., 0] > 150) & (pixels[..., 1] < 120) & (pixels[..., 2] < 90)
-    assert red.mean() > 0.05
+    assert red.mean() > 0.02
