@@ -340,9 +340,10 @@ def _mount_subcommands() -> None:
     from .methods.mace.cli import app as mace_app
 
     app.add_typer(mace_app, name="mace", help="Train MACE concept units.")
-    from .scan.cli import scan_cmd
+    from .scans.cli import audit_cmd, scan_cmd
 
     app.command("scan")(friendly(scan_cmd))
+    app.command("audit")(friendly(audit_cmd))
 
 
 _mount_subcommands()

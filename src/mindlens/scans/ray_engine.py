@@ -1,5 +1,5 @@
 """The Ray engine: ``workers`` actors, each loading the model once, explain batches with
-the same :func:`~mindlens.scan.batch.explain_batch` as the local engine; the driver writes
+the same :func:`~mindlens.scans.batch.explain_batch` as the local engine; the driver writes
 every result to the store. An actor that dies (a killed process, a lost node) is restarted
 by Ray and its batch retried (``max_restarts``/``max_task_retries``); a batch is recorded
 only when its result reaches the driver, so nothing is lost or written twice.

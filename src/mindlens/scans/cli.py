@@ -62,3 +62,32 @@ def scan_cmd(
     what = "resumed" if result.resumed else "scanned"
     out.print(f"{what}: {result.computed} image(s) explained now, {result.images} in the "
               f"store; wrote {result.index}", highlight=False)
+
+
+def audit_cmd(
+    store: Annotated[Path, typer.Argument(help="a store written by `mindlens scan`")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for audit.html and "
+                                          "audit.json")] = Path("mindlens-audit"),
+    method: Annotated[str | None, typer.Option(help="which method's maps (default: the "
+                                               "store's first)")] = None,
+    classes: Annotated[str | None, typer.Option(help="comma-separated class names "
+                                                "(default: every class)")] = None,
+    neighbours: Annotated[int, typer.Option(min=1, help="k of the kNN graph")] = 10,
+    clusters: Annotated[int | None, typer.Option(min=1, help="force this many clusters "
+                                                 "(default: the eigengap)")] = None,
+    region: Annotated[str, typer.Option(help="what the masks mark, for the flags' words "
+                                        "(e.g. lesion)")] = "region",
+) -> None:
+    """Find the model's strategies per class (SpRAy: spectral clustering of the maps),
+    where each puts its evidence, and flag those at a fixed place or outside the marks:
+    audit.html (self-contained) and audit.json."""
+    from ..spray import audit
+
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    result = audit(store, out_dir, method=method, classes=names, k_neighbours=neighbours,
+                   n_clusters=clusters, region=region)
+    for cls, c in result["classes"].items():
+        out.print(f"{cls}: {c['images']} images, {c['k']} strategies", highlight=False)
+        for f in c["flags"]:
+            out.print(f"  ! {f}", highlight=False)
+    out.print(f"wrote {out_dir / 'audit.html'} and {out_dir / 'audit.json'}", highlight=False)
