@@ -16,6 +16,7 @@ import numpy as np
 import typer
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -39,8 +40,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except MindlensError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        except MindlensError as e:  # escaped: "pip install 'mindlens[store]'" is no markup
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)

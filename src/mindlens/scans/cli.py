@@ -77,6 +77,8 @@ def audit_cmd(
                                                  "(default: the eigengap)")] = None,
     region: Annotated[str, typer.Option(help="what the masks mark, for the flags' words "
                                         "(e.g. lesion)")] = "region",
+    min_images: Annotated[int, typer.Option("--min-images", min=3, help="skip classes with "
+                                            "fewer images")] = 10,
 ) -> None:
     """Find the model's strategies per class (SpRAy: spectral clustering of the maps),
     where each puts its evidence, and flag those at a fixed place or outside the marks:
@@ -85,7 +87,7 @@ def audit_cmd(
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     result = audit(store, out_dir, method=method, classes=names, k_neighbours=neighbours,
-                   n_clusters=clusters, region=region)
+                   n_clusters=clusters, region=region, min_images=min_images)
     for cls, c in result["classes"].items():
         out.print(f"{cls}: {c['images']} images, {c['k']} strategies", highlight=False)
         for f in c["flags"]:
