@@ -102,7 +102,8 @@ class Gap:
 
     @property
     def clear(self) -> bool:
-        return self.ratio >= 2
+        """A gap stands out (ratio >= 2), or the graph falls into ``k`` components."""
+        return self.ratio >= 2 or self.near_zero == self.k > 1
 
 
 def eigengap(eigenvalues: np.ndarray, k_min: int = 2, k_max: int = 10) -> Gap:
