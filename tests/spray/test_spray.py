@@ -67,7 +67,7 @@ def test_block_diagonal_affinity_spectrum() -> None:
 
 
 def test_invariances() -> None:
-    maps, flags = planted(2)
+    maps, _ = planted(2)
     base = spray(maps, 10, 16)
     perm = np.random.default_rng(3).permutation(len(maps))
     shuffled = spray(maps[perm], 10, 16)

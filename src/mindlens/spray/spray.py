@@ -125,8 +125,10 @@ def eigengap(eigenvalues: np.ndarray, k_min: int = 2, k_max: int = 10) -> Gap:
 
 def kmeans(embedding: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """k-means (``n_init=10``, seeded) on the first ``k`` columns of the embedding."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
+    from ..scans.store import need
+
+    KMeans = need("sklearn.cluster", "audit").KMeans
+    threadpool_limits = need("threadpoolctl", "audit").threadpool_limits
 
     if k <= 1:
         return np.zeros(len(embedding), dtype=np.int64)
@@ -158,8 +160,10 @@ def spray(maps: np.ndarray, k_neighbours: int = 10, q: int = 32, n_clusters: int
 
 def tsne(embedding: np.ndarray, seed: int = 0) -> np.ndarray:
     """A 2-D t-SNE picture of the spectral embedding (for looking only, spec §20.7)."""
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
+    from ..scans.store import need
+
+    TSNE = need("sklearn.manifold", "audit").TSNE
+    threadpool_limits = need("threadpoolctl", "audit").threadpool_limits
 
     n = len(embedding)
     if n < 5:
