@@ -62,7 +62,7 @@ def _cluster(cls: str, n: int, members: np.ndarray, rows: list[dict[str, Any]],
 
 def audit_class(cls: str, rows: list[dict[str, Any]], maps: np.ndarray, method: str,
                 k_neighbours: int = 10, q: int = 32, n_clusters: int | None = None,
-                region: str = "region", seed: int = 0, embed_max: int = 3000
+                region: str = "region", seed: int = 0, embed_max: int = 1500
                 ) -> dict[str, Any]:
     """SpRAy and the location analysis of one class's maps ``[N, S, S]``."""
     n = len(rows)

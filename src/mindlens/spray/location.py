@@ -21,7 +21,7 @@ CELLS = (("upper-left corner", "top edge", "upper-right corner"),
 
 
 def positive_unit(maps: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(maps, dtype=np.float64), 0, None)
+    p = np.clip(np.asarray(maps, dtype=np.float32), 0, None)
     s = p.sum((1, 2), keepdims=True)
     return np.divide(p, s, out=np.zeros_like(p), where=s > 0)
 

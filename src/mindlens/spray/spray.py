@@ -42,6 +42,19 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return np.divide(v, s, out=np.zeros_like(v), where=s > 0)
 
 
+def _nearest(d: np.ndarray, k: int) -> np.ndarray:
+    """Per row of ``d``, the indices of the ``k`` smallest entries; among equal distances
+    at the boundary the lower indices win (a partial sort: O(N) per row)."""
+    part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    rows = np.arange(len(d))[:, None]
+    edge = d[rows, part].max(1)
+    ties = np.flatnonzero((d <= edge[:, None]).sum(1) > k)  # rare: resolve exactly
+    for r in ties:
+        order = np.lexsort((np.arange(d.shape[1]), d[r]))
+        part[r] = order[:k]
+    return part
+
+
 def knn_affinity(v: np.ndarray, k: int = 10, block: int = 1024) -> sp.csr_matrix:
     """Symmetric kNN affinity (CoRelAy ``SparseKNN``): weight 1 to each sample's ``k``
     nearest others by Euclidean distance, then ``(A + Aᵀ) / 2``. Rows are computed in
@@ -53,10 +66,10 @@ def knn_affinity(v: np.ndarray, k: int = 10, block: int = 1024) -> sp.csr_matrix
     for s in range(0, n, block):
         e = min(s + block, n)
         d = sq[s:e, None] + sq[None, :] - 2 * v[s:e] @ v.T
+        np.maximum(d, 0, out=d)  # rounding: a duplicate is at distance 0, not below
         d[np.arange(e - s), np.arange(s, e)] = np.inf  # never its own neighbour
-        nn = np.argsort(d, axis=1, kind="stable")[:, :k]  # ties: the lower index first
         rows.append(np.repeat(np.arange(s, e), k))
-        cols.append(nn.ravel())
+        cols.append(_nearest(d, k).ravel())
     a = sp.csr_matrix((np.ones(n * k), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(n, n))
     return ((a + a.T) / 2).tocsr()
@@ -82,7 +95,7 @@ def spectral_embedding(a: sp.csr_matrix, q: int = 32) -> Spectrum:
         lam, vec = eigh(np.eye(n) - m.toarray(), subset_by_index=[0, q - 1])
     else:
         v0 = np.random.default_rng(0).uniform(0.5, 1.0, n)
-        mu, vec = eigsh(m, k=q, which="LA", v0=v0)
+        mu, vec = eigsh(m, k=q, which="LA", v0=v0, tol=1e-8)
         lam = 1 - mu
     order = np.argsort(lam, kind="stable")
     lam, vec = np.clip(lam[order], 0, 2), vec[:, order]
