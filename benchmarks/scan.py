@@ -3,7 +3,8 @@
 local, and the audit on 10,000 maps.
 
     PYTHONPATH=src:. MINDLENS_ASSETS=/work/shared/assets python benchmarks/scan.py \
-        [--images 200] [--rounds 3] [--ray-images 64] [--maps 10000] [--json OUT]
+        [--images 200] [--rounds 3] [--methods gradcam,lrp] [--ray-images 64] \
+        [--maps 10000] [--only throughput|ray|audit] [--json OUT]
 
 1. ``throughput``: mobilenet_v2, ``--images`` 224 px JPEGs on disk (the coral images,
    randomly cropped and resized so every file differs), gradcam and lrp, batch 16, one
@@ -81,14 +82,14 @@ def scanned(clf, method: str, data: Path, out: Path, batch: int, **kw) -> float:
     return time.perf_counter() - start
 
 
-def throughput(n: int, rounds: int, batch: int = 16) -> dict:
+def throughput(n: int, rounds: int, methods: list[str], batch: int = 16) -> dict:
     torch.set_num_threads(1)
     clf = model()
     tmp = Path(tempfile.mkdtemp())
     paths = write_jpegs(tmp / "images", n)
     x = clf.preprocess(paths)
     out = {}
-    for method in ("gradcam", "lrp"):
+    for method in methods:
         bare(clf, method, x[:batch], batch)  # warm-up
         b, s = [], []
         for _ in range(rounds):
@@ -113,7 +114,9 @@ def ray_vs_local(n: int, batch: int = 8) -> dict:
     write_jpegs(tmp / "images", n, seed=1)
     local = scanned(clf, "gradcam", tmp / "images", tmp / "local", batch)
     t = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    paths = os.pathsep.join([str(CORAL.parents[1]), str(ROOT / "src"), str(ROOT)])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": paths}})  # the asset model's code
     start_up = time.perf_counter() - t
     remote = scanned(clf, "gradcam", tmp / "images", tmp / "ray", batch, engine="ray",
                      workers=2)
@@ -162,6 +165,7 @@ def main() -> None:
     ap.add_argument("--ray-images", type=int, default=64)
     ap.add_argument("--maps", type=int, default=10000)
     ap.add_argument("--only", choices=["throughput", "ray", "audit"])
+    ap.add_argument("--methods", default="gradcam,lrp", help="for the throughput")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--audit-child", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -173,7 +177,7 @@ def main() -> None:
     if a.only in (None, "audit"):
         out["audit"] = audit_bench(a.maps)
     if a.only in (None, "throughput"):
-        out["throughput"] = throughput(a.images, a.rounds)
+        out["throughput"] = throughput(a.images, a.rounds, a.methods.split(","))
     if a.only in (None, "ray"):
         out["ray"] = ray_vs_local(a.ray_images)
     if a.json:

@@ -83,10 +83,14 @@ class RayEngine:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             start = inflight.pop(ready[0])
             try:
-                yield ray.get(ready[0])
-            except ray.exceptions.RayTaskError as e:
-                raise InputError(f"batch at image {start} failed on a Ray worker: "
-                                 f"{e.cause if hasattr(e, 'cause') else e}") from None
+                result = ray.get(ready[0])
+            except ray.exceptions.RayError as e:  # retries spent, or the actor cannot start
+                lines = [ln for ln in str(e).splitlines() if ln.strip()]
+                raise InputError(f"the batch at image {start} failed on Ray after "
+                                 f"retries: {lines[-1] if lines else type(e).__name__} "
+                                 f"(can every worker import the model's code and read "
+                                 f"the images?)") from None
+            yield result
 
     def close(self) -> None:
         for a in self.actors:
