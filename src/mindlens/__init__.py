@@ -17,6 +17,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlackBox", "Classifier", "Cost", "Explanation", "InputError", "InputSpec", "InputWarning",
-    "MindlensError", "ModelError", "NotApplicableError", "explain", "explain_all", "load_model",
-    "methods", "show",
+    "MindlensError", "ModelError", "NotApplicableError", "audit", "explain", "explain_all",
+    "load_model", "methods", "scan", "show",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``mindlens.scan`` and ``mindlens.audit``, imported on first use (SciPy, Zarr)."""
+    if name == "scan":
+        from .scans import scan
+
+        return scan
+    if name == "audit":
+        from .spray import audit
+
+        return audit
+    raise AttributeError(f"module 'mindlens' has no attribute {name!r}")

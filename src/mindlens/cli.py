@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -59,8 +60,9 @@ def printable(text: object) -> str:
 
 def fail(message: object, code: int = 2) -> typer.Exit:
     """Print ``error: message`` (one line) and return the exit to raise."""
-    err.print(f"[bold red]error:[/] {printable(message)}", highlight=False, soft_wrap=True,
-              markup=True)
+    # escaped: a message may hold brackets ("pip install 'mindlens[store]'") that are no markup
+    err.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False,
+              soft_wrap=True, markup=True)
     return typer.Exit(code)
 
 
@@ -101,7 +103,7 @@ def kept(out_dir: Path | None) -> str:
 
 def _warning_line(message: Warning | str, category: type[Warning], *_: Any,
                   **__: Any) -> None:
-    err.print(f"[yellow]warning:[/] {printable(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
 
 
 class _Bar:
@@ -568,6 +570,10 @@ def _mount_subcommands() -> None:
         if command.callback is not None:
             command.callback = friendly(command.callback)
     app.add_typer(mace_app, name="mace", help="Train MACE concept units.")
+    from .scans.cli import audit_cmd, scan_cmd
+
+    app.command("scan")(friendly(scan_cmd))
+    app.command("audit")(friendly(audit_cmd))
 
 
 _mount_subcommands()

@@ -1,0 +1,125 @@
+"""The work on one batch, shared by every engine: decode, predict, explain with each
+method, bring the maps to the analysis resolution, and make the index rows.
+
+An engine only decides where :func:`explain_batch` runs (this process, a Ray actor) and
+hands its :class:`BatchResult` to the store; the numbers never depend on the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import methods
+from ..errors import InputError
+from ..evaluate import load_mask
+from ..model import Classifier
+from ..targets import Targets
+from .items import Item
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a scan computes: methods and their parameters, which class each map explains
+    (``"predicted"``, ``"label"`` or a class index), the analysis resolution, the number
+    of top classes in the index and the batch size (a batch is one chunk of the store)."""
+
+    methods: tuple[str, ...]
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    target: str | int = "predicted"
+    size: int = 64
+    top_k: int = 3
+    batch_size: int = 16
+
+    def describe(self) -> dict[str, Any]:
+        from ..runs import describe
+
+        return {"methods": {m: describe(dict(self.params.get(m, {}))) for m in self.methods},
+                "target": self.target, "size": self.size, "top_k": self.top_k,
+                "batch_size": self.batch_size}
+
+
+@dataclass
+class BatchResult:
+    """Maps ``{method: float16 [b, size, size]}`` and one index row per image."""
+
+    start: int
+    maps: dict[str, np.ndarray]
+    rows: list[dict[str, Any]]
+
+
+def load_pixels(clf: Classifier, item: Item) -> torch.Tensor:
+    """One image file -> a model-space tensor ``[1, C, H, W]`` (runs in loader threads)."""
+    return clf.pixels_to_tensor(clf.to_pixels(item.path))
+
+
+def _label_index(clf: Classifier, item: Item, n_classes: int) -> int:
+    names = list(clf.labels or [])
+    if item.label in names:
+        return names.index(item.label)
+    if item.label is not None and item.label.isdigit() and int(item.label) < n_classes:
+        return int(item.label)
+    raise InputError(f"{item.id}: --target label needs a label the model knows, got "
+                     f"{item.label!r} (the model's classes: {names or n_classes})")
+
+
+def _targets(clf: Classifier, items: Sequence[Item], predicted: torch.Tensor,
+             target: str | int, n_classes: int) -> torch.Tensor:
+    if target == "predicted":
+        return predicted.clone()
+    if target == "label":
+        return torch.tensor([_label_index(clf, it, n_classes) for it in items],
+                            dtype=torch.long)
+    if not 0 <= int(target) < n_classes:
+        raise InputError(f"--target {target} is out of range: the model has classes "
+                         f"0..{n_classes - 1}")
+    return torch.full((len(items),), int(target), dtype=torch.long)
+
+
+def algorithms(settings: Settings) -> dict[str, methods.Method]:
+    """The method objects of a scan, built once per engine worker."""
+    return {m: methods.get(m)(**dict(settings.params.get(m, {}))) for m in settings.methods}
+
+
+def explain_batch(clf: Classifier, algos: Mapping[str, methods.Method], settings: Settings,
+                  start: int, items: Sequence[Item], x: torch.Tensor) -> BatchResult:
+    """Explain one batch ``x`` (the preprocessed ``items``, positions ``start...``)."""
+    with torch.no_grad():
+        logits = clf(x).float()
+    probs = logits.softmax(1)
+    top = probs.topk(min(settings.top_k, probs.shape[1]), dim=1)
+    predicted = top.indices[:, 0]
+    target = _targets(clf, items, predicted, settings.target,
+                      probs.shape[1]).to(logits.device)
+    masks = [load_mask(it.mask, clf.input_size, it.id) if it.mask else None for it in items]
+    rows = []
+    for i, it in enumerate(items):
+        row: dict[str, Any] = {
+            "position": start + i, "id": it.id, "path": it.path, "sha256": it.sha256,
+            "label": it.label, "predicted": int(predicted[i]),
+            "predicted_name": clf.label(int(predicted[i])), "target": int(target[i]),
+            "target_name": clf.label(int(target[i])), "mask": it.mask,
+            "top_classes": [int(c) for c in top.indices[i]],
+            "top_probs": [float(p) for p in top.values[i]],
+        }
+        rows.append(row)
+    maps: dict[str, np.ndarray] = {}
+    for name, algo in algos.items():
+        expl = algo.explain(clf, x, Targets(target))
+        m = expl.maps[:, 0].detach().float().cpu()
+        small = F.interpolate(m[:, None], size=(settings.size, settings.size), mode="area")
+        maps[name] = small[:, 0].numpy().astype(np.float16)
+        per_image = expl.cost.seconds / len(items)
+        for i, row in enumerate(rows):
+            row[f"seconds_{name}"] = per_image
+            mask = masks[i]
+            if mask is not None:
+                pos = m[i].clamp(min=0)
+                total = float(pos.sum())
+                row[f"in_mask_{name}"] = float(pos[mask].sum()) / total if total > 0 else None
+    return BatchResult(start, maps, rows)
