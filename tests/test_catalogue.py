@@ -294,7 +294,7 @@ PROBES = [
     P("image: empty", lambda L: explain(L, image=L.file("empty.png", b"")), REFUSED, r"empty \(0 bytes\)"),
     P("image: not an image", lambda L: explain(L, image=L.file("text.png", b"hello")), REFUSED, "not an image format"),
     P("image: truncated PNG", lambda L: explain(L, image=L.file("cut.png", Path(L.img).read_bytes()[:80])), REFUSED, "corrupt or truncated"),
-    P("image: a folder", lambda L: explain(L, image=str(L.folder())), REFUSED, "is a folder, not an image"),
+    P("image: a folder", lambda L: explain(L, image=str(L.folder())), REFUSED, "no images .* in the folder"),
     P("bomb: header claims 100000x100000", lambda L: explain(L, image=str(pf.bomb_header(L.root / "bomb.png"))), REFUSED, "claims 10,000,000,000 pixels, over the limit of 50,000,000"),
     P("bomb: real 30000x30000 PNG", lambda L: explain(L, image=str(pf.write_png(L.root / "b30k.png", 30000, 30000, 0, 1))), REFUSED, "claims 900,000,000 pixels"),
     P("bomb: 4000x4000 over --max-pixels", lambda L: explain(L, "--max-pixels", "1000000", image=str(pf.write_png(L.root / "b4k.png", 4000, 4000, 0))), REFUSED, "16,000,000 pixels, over the limit of 1,000,000"),
@@ -315,7 +315,7 @@ PROBES = [
     P("target True", lambda L: mindlens.explain(L.clf(), L.img, "saliency", target=True), REFUSED, "class index \\(an integer\\)", api=True),
     P("target 99", lambda L: mindlens.explain(L.clf(), L.img, "gradcam", target=99), REFUSED, "out of range: the model has classes 0..2", api=True),
     P("target -1", lambda L: mindlens.explain(L.clf(), L.img, "occlusion", target=-1), REFUSED, "out of range", api=True),
-    P("--target 1.5", lambda L: explain(L, "--target", "1.5"), REFUSED, "Invalid value for '--target'"),
+    P("--target 1.5", lambda L: explain(L, "--target", "1.5"), REFUSED, "a fractional class is not a class"),
     P("max_batch 0", lambda L: mindlens.explain(L.clf(), L.img, "saliency", max_batch=0), REFUSED, "max_batch must be a positive integer", api=True),
     # -- folders (evaluate --data) -------------------------------------------------------
     P("data: one unreadable file", lambda L: L.collect(("c.png", b"junk")), WARNED, r"skipped .*c.png: cannot read", api=True),

@@ -51,15 +51,20 @@ def test_large_files_cost_bounded_memory(tmp_path: Path) -> None:
     # told to keep freed memory would add up the files' peaks)
     env = {"PATH": os.environ.get("PATH", ""),
            "PYTHONPATH": str(Path(mindlens.__file__).parents[1])}
-    run = subprocess.run([sys.executable, "-c", PEAK, *files], capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert run.returncode == 0, run.stderr
-    said = run.stdout.splitlines()
-    assert [line.split()[0] for line in said[:-1]] == ["refused", "refused", "refused", "read",
-                                                       "read", "read"], said
+    # the files within the default limit in one process, the file read past the limit
+    # (max_pixels raised by the caller) in its own: each peak is one file's, not a sum
+    said, peaks = [], []
+    for group in (files[:5], files[5:]):
+        run = subprocess.run([sys.executable, "-c", PEAK, *group], capture_output=True,
+                             text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr
+        out = run.stdout.splitlines()
+        said += out[:-1]
+        peaks.append(int(out[-1].split()[1]))
+    assert [line.split()[0] for line in said] == ["refused", "refused", "refused", "read",
+                                                  "read", "read"], said
     assert all("(1, 3, 224, 224)" in line for line in said[3:6]), said
-    peak = int(said[-1].split()[1])
-    assert peak < 1024, f"peak {peak} MB"
+    assert max(peaks) < 1024, f"peaks {peaks} MB"
 
 
 def test_evaluate_skips_an_unreadable_file_and_escapes_names(

@@ -133,7 +133,9 @@ def test_cli_summary_has_the_kind_and_its_probabilities(tmp_path, kind):
     clf = load_model(card)
     x = clf.preprocess(tmp_path / "a.png")
     p = clf.predict(x)[0]
-    got = summary["images"]["a"]["lrp"]
+    maps = [m for m in summary["images"]["a"]["maps"] if m["method"] == "lrp"]
+    got = {"targets": [m["target"] for m in maps],
+           "probs": [m["probability"] for m in maps]}
     if kind == "sigmoid":  # every label above 0.01: all four here
         assert sorted(got["targets"]) == [i for i in range(4) if p[i] >= 0.01]
     assert got["probs"] == pytest.approx(p[got["targets"]].tolist(), abs=1e-6)

@@ -128,7 +128,7 @@ class Decision:
     top: list[tuple[str, float]]
     true_index: int | None = None
     true_label: str | None = None
-    #: the class indices of ``top``, in the same order
+    #: the class indices of ``top``, in the same order (-1: a single-logit model's complement)
     top_indices: list[int] = field(default_factory=list)
 
     @property
@@ -151,7 +151,8 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "label": self.label, "probability": self.probability,
                 "top": [{"label": lab, "probability": p}
-                        | ({"index": self.top_indices[i]} if self.top_indices else {})
+                        | ({"index": self.top_indices[i]} if i < len(self.top_indices)
+                           and self.top_indices[i] >= 0 else {})
                         for i, (lab, p) in enumerate(self.top)],
                 "true_index": self.true_index, "true_label": self.true_label,
                 "wrong": self.wrong, "sentence": self.sentence}
@@ -272,8 +273,10 @@ def _resolve_target(target: Any, clf: Classifier) -> Any:
 
 
 def _stem(src: Any, i: int) -> str:
+    """The id of an input: its file name without suffix (undecodable bytes as ``\\xNN``, so
+    that the id can go into HTML and JSON), or ``image_<n>``."""
     if isinstance(src, (str, Path)):
-        name = Path(src).name
+        name = display_name(Path(src).name)
         return name[:-7] if name.lower().endswith(".nii.gz") else Path(name).stem
     return f"image_{i + 1}"
 
@@ -344,13 +347,17 @@ def _case(clf: Classifier, x: torch.Tensor, item: Input, stem: str,
     true = item.label
     if isinstance(true, str):
         true = class_index(clf.labels, true)
-    shown = [(clf.label(int(c)), float(p)) for p, c in zip(top_p, top_i, strict=True)]
-    if clf.output == "single_logit":  # the positive class and its complement
-        shown = sorted([*shown, (clf.negative_label, 1.0 - shown[0][1])], key=lambda t: -t[1])
-    decision = Decision(int(top_i[0]), clf.label(int(top_i[0])), float(top_p[0]), shown,
+    entries: list[tuple[str, float, int | None]] = [
+        (clf.label(int(c)), float(p), int(c)) for p, c in zip(top_p, top_i, strict=True)]
+    if clf.output == "single_logit":  # the positive class and its complement (no output
+        entries.append((clf.negative_label, 1.0 - entries[0][1], None))  # index: -1)
+        entries.sort(key=lambda t: -t[1])
+    said = entries[0]
+    decision = Decision(-1 if said[2] is None else said[2], said[0], said[1],
+                        [(lab, p) for lab, p, _ in entries],
                         None if true is None else int(true),
                         None if true is None else clf.label(int(true)),
-                        [int(c) for c in top_i])
+                        [-1 if c is None else c for _, _, c in entries])
     pixels = clf.display_pixels(x)[0]
     maps = []
     for name, e in results.items():

@@ -329,7 +329,14 @@ def _target(spec: str | None) -> int | str | None:
     """--target: an index, or a class name resolved against the model's labels."""
     if spec is None:
         return None
-    return int(spec) if spec.strip().lstrip("-").isdigit() else spec
+    if spec.strip().lstrip("-").isdigit():
+        return int(spec)
+    try:
+        float(spec)
+    except ValueError:
+        return spec  # a class name
+    raise InputError(f"--target must be a whole class index or a class name, got {spec!r}: "
+                     f"a fractional class is not a class")
 
 
 def _mask_files(paths: list[Path], masks: Path | None) -> list[Path | None]:

@@ -110,11 +110,13 @@ def best_method(table: CriteriaTable, criterion: str) -> str | None:
     masks: the most faithful one, as :func:`recommendations` says); ``None`` when no method
     has the evidence."""
     rows = [r for r in table.rows if r["status"] == "ok" and _sane(r)]
+    if criterion == "intuitive interpretability" and not any(
+            r["figures"].get("images_with_mask") for r in rows) and any(
+            "faithfulness" in r["grades"] for r in rows):
+        criterion = "faithfulness"
+    rows = [r for r in rows if criterion in r["grades"]]
     if not rows:
         return None
-    if criterion == "intuitive interpretability" and not any(
-            r["figures"].get("images_with_mask") for r in rows):
-        criterion = "faithfulness"
     sign = -1.0 if THRESHOLDS[criterion].lower_is_better else 1.0
     best = _best(rows, criterion,
                  lambda r: sign * _num(r["measured"][criterion]["value"])

@@ -7,12 +7,14 @@ of one chunk. The default chunk follows the input size (:func:`default_max_batch
 of :data:`CHUNK_BUDGET` bytes divided by an estimate of one image's working memory
 (:data:`ACTIVATION_FACTOR` times the bytes of its input tensor: a ResNet-50 backward pass at
 224 px keeps about 55 MB per image, about 90 times its 0.6 MB input). Maps do not depend on
-the chunking: every method explains each image independently.
+the chunking: every method explains each image independently; a method that seeds per
+image (SmoothGrad) reads the chunk's position in the whole batch from :func:`offset`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -25,6 +27,14 @@ from ..targets import Targets
 CHUNK_BUDGET = 512 * 2**20
 #: working memory of one image, in multiples of its input tensor's bytes
 ACTIVATION_FACTOR = 96
+#: the index, in the batch given to ``explain``, of the first image of the running chunk
+_OFFSET: ContextVar[int] = ContextVar("mindlens_chunk_offset", default=0)
+
+
+def offset() -> int:
+    """Where the chunk being explained starts in the caller's batch (0 without chunking),
+    per thread: per-image seeds stay those of the image, however the batch was split."""
+    return _OFFSET.get()
 
 
 def default_max_batch(x: torch.Tensor) -> int:
@@ -54,7 +64,11 @@ def run_in_chunks(run: Callable[[torch.Tensor, Targets], Explanation], x: torch.
     maps: torch.Tensor | None = None
     raw: torch.Tensor | None = None
     for start in range(0, b, size):
-        part = run(x[start:start + size], targets.split(b, start, start + size))
+        token = _OFFSET.set(start)
+        try:
+            part = run(x[start:start + size], targets.split(b, start, start + size))
+        finally:
+            _OFFSET.reset(token)
         n = part.batch_size
         if maps is None:
             maps = part.maps.new_empty((b, *part.maps.shape[1:]))

@@ -19,6 +19,7 @@ from ..explanation import Cost, Explanation
 from ..model import Classifier
 from ..targets import Targets, probabilities
 from . import base as registry
+from . import chunks
 from .base import REDUCTIONS, Method, Needs, reduce_channels, register
 from .layout import Layout
 
@@ -40,10 +41,11 @@ class SmoothGrad(Method):
     Smilkov et al.), ``"box"`` (per channel, the width of the valid pixel box in model
     space) or ``"absolute"`` (``sigma`` itself, Captum's ``stdevs``).
 
-    Noise stream ``"mindlens"``: one CPU generator per image seeded with ``seed + i``, one
-    draw per noisy copy, so the result does not depend on ``batch_size``, on the other
-    images or on the device. ``"captum"`` draws as Captum's ``NoiseTunnel`` does (the global
-    RNG on the input's device, one draw per chunk of ``batch_size`` copies), for exact
+    Noise stream ``"mindlens"``: one CPU generator per image seeded with ``seed + i`` (``i``
+    the image's index in the batch given to ``explain``, also when it runs in chunks), one
+    draw per noisy copy, so the result does not depend on ``batch_size``, ``max_batch``, on
+    the other images or on the device. ``"captum"`` draws as Captum's ``NoiseTunnel`` does
+    (the global RNG on the input's device, one draw per chunk of ``batch_size`` copies), for exact
     comparisons after ``torch.manual_seed``.
     """
 
@@ -193,7 +195,8 @@ def _noise_stream(p: dict[str, Any], x: torch.Tensor, sigma: torch.Tensor):
             return torch.normal(0, std).to(x.dtype)
         return captum
 
-    gens = [torch.Generator("cpu").manual_seed(int(p["seed"]) + i) for i in range(b)]
+    first = chunks.offset()  # the image's index in the caller's batch, whatever the chunk
+    gens = [torch.Generator("cpu").manual_seed(int(p["seed"]) + first + i) for i in range(b)]
 
     def mindlens(start: int, k: int) -> torch.Tensor:
         eps = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype)
