@@ -31,7 +31,11 @@ for arg in sys.argv[1:]:
         print("read", path, tuple(x.shape))
     except mindlens.MindlensError as err:
         print("refused", path, str(err).splitlines()[0][:60])
-print("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM: this process image's own peak (ru_maxrss would carry over the peak of the parent
+# that forked it, e.g. a pytest process after a long suite)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print("peak_mb", int(hwm[0].split()[1]) // 1024 if hwm else
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
