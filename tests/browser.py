@@ -33,8 +33,8 @@ return {
 """
 
 
-def driver() -> Any:
-    """A headless Chromium WebDriver, or skip."""
+def driver(window: tuple[int, int] = (WIDTH, HEIGHT), downloads: Path | None = None) -> Any:
+    """A headless Chromium WebDriver (files it downloads go to ``downloads``), or skip."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     chromedriver = shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
@@ -46,8 +46,11 @@ def driver() -> Any:
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                f"--window-size={WIDTH},{HEIGHT}"):
+                f"--window-size={window[0]},{window[1]}"):
         opts.add_argument(arg)
+    if downloads is not None:
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})
     return webdriver.Chrome(options=opts, service=Service(chromedriver))
 
 

@@ -4,37 +4,19 @@ shared link. Skips when Chromium, chromedriver or Selenium is missing."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ..browser import driver
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 WAIT_S = 30
-
-
-def _driver(downloads: Path) -> Any:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        pytest.skip("headless Chromium and chromedriver are not installed "
-                    "(apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    return webdriver.Chrome(options=opts, service=Service(chromedriver))
 
 
 def _free_port() -> int:
@@ -102,7 +84,7 @@ def test_page_end_to_end(server, tmp_path):
     Image.fromarray(pixels[int(labels.argmax())]).save(upload)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    d = _driver(downloads)
+    d = driver((1280, 1000), downloads)
     try:
         d.get(server)
         _until(d, lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"),

@@ -20,6 +20,7 @@ from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Needs, register, upsample
 from .cam import GradCAM, LayerCapture, _LayerMethod
+from .perturbation import batch_layout
 
 SCORES = ("logit", "prob", "log_prob")
 WEIGHTS = ("softmax_over_channels", "score", "score_minus_baseline")
@@ -46,11 +47,9 @@ def _chunks(items: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
         yield items[i:i + size]
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Channels-last for CPU image batches (oneDNN runs convolutions on them about twice
-    as fast); other tensors as they are."""
-    return x.contiguous(memory_format=torch.channels_last) if (
-        x.device.type == "cpu" and x.dim() == 4) else x
+def _in_batch_layout(x: torch.Tensor) -> torch.Tensor:
+    """A masked batch in the perturbation family's layout (:func:`batch_layout`)."""
+    return x.contiguous(memory_format=batch_layout(x))
 
 
 class _ScoreReader:
@@ -182,7 +181,7 @@ class ScoreCAM(_LayerMethod):
                         continue
                     mask = (up[~flat] - lo[~flat, None, None]) / (
                         hi[~flat, None, None] - lo[~flat, None, None] + p["norm_eps"])
-                    batch = _channels_last(x[b:b + 1] * mask[:, None].to(x.dtype))
+                    batch = _in_batch_layout(x[b:b + 1] * mask[:, None].to(x.dtype))
                     scores[b, :, live] = read(clf(batch), b).T.to(scores.dtype)
                     scored[b, live] = True
                     forwards += len(live)
