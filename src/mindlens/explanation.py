@@ -35,6 +35,10 @@ class Explanation:
       ``params["provenance"]`` (see :mod:`mindlens.provenance`).
     - ``extras["pixels"]``: the explained images as ``uint8 [B, H, W, 3]`` (2-D inputs), for
       :meth:`show` and the notebook's HTML view.
+    - ``logits``: the model's outputs ``[B, K]`` on the unperturbed images, from the forward
+      pass the method ran anyway (LRP's is its canonized forward, equal up to float
+      rounding), so a caller needs no second pass for the prediction; ``None`` where a
+      method does not give it.
     """
 
     method: str
@@ -48,11 +52,14 @@ class Explanation:
     cost: Cost = field(default_factory=Cost)
     raw: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         b, t = self.targets.shape
         if self.maps.shape[:2] != (b, t):
             raise ValueError(f"maps {tuple(self.maps.shape)} do not match targets {(b, t)}")
+        if self.logits is not None and self.logits.shape[0] != b:
+            raise ValueError(f"logits {tuple(self.logits.shape)} do not match {b} images")
 
     @property
     def batch_size(self) -> int:

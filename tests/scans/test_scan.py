@@ -71,6 +71,35 @@ def test_store_is_readable_without_mindlens(data, tmp_path: Path) -> None:
             assert r["mask"] is None and r.get("in_mask_gradcam") is None
 
 
+def test_scan_runs_no_forward_pass_beyond_its_methods(data, tmp_path: Path) -> None:
+    """The index's prediction and top-k come from the first method's own clean forward
+    (``Explanation.logits``): a Grad-CAM scan runs exactly one forward per batch, and the
+    index agrees with the model run alone."""
+    import torch
+
+    from mindlens import load_model
+    from mindlens.scans import collect
+
+    root, _ = data
+    clf = load_model(SHORTCUT_CARD)
+    calls: list[int] = []
+    hook = clf.module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        scan(clf, root / "images", ["gradcam"], tmp_path, size=16, batch_size=5, top_k=2)
+    finally:
+        hook.remove()
+    # one image once, where Grad-CAM first finds its layer (layer="auto"); then one
+    # forward per batch
+    assert calls == [1, 5, 5, 2]
+    items = collect(root / "images")
+    x = torch.cat([clf.pixels_to_tensor(clf.to_pixels(it.path)) for it in items])
+    probs = clf.predict(x)
+    for r in read_index(tmp_path):
+        p = probs[r["position"]]
+        assert r["predicted"] == int(p.argmax())
+        np.testing.assert_allclose(r["top_probs"], p.topk(2).values.numpy(), rtol=1e-5)
+
+
 def test_csv_list_target_label_and_resume(data, tmp_path: Path) -> None:
     root, flags = data
     listing = tmp_path / "list.csv"

@@ -52,6 +52,7 @@ class InputXGradient(Method):
         g = input_gradients(clf, x, targets)
         raw = g.grads * x.detach()[:, None]
         return Explanation(
+            logits=g.logits.detach(),
             method=self.name, maps=reduce_channels(raw, self.params["reduction"]),
             targets=g.classes, scores=g.scores, probs=probabilities(g.logits, g.classes),
             signed=self.signed, params=dict(self.params, score="logit", wrt="model_input"),
@@ -194,6 +195,7 @@ class IntegratedGradients(Method):
                     f"n_steps or rule='gauss_legendre'", stacklevel=2)
         steps = n_t * len(nodes)
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=reduce_channels(raw, p["reduction"]), targets=classes,
             scores=s_x, probs=probabilities(logits, classes), signed=self.signed,
             params=dict(p, baseline=baseline_param(p["baseline"]), score="logit"),

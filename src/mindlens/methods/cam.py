@@ -112,6 +112,7 @@ class GradCAMBase(_LayerMethod):
         A, grads, logits, classes, scores, name = self.layer_gradients(clf, x, targets)
         native = self.maps_from(A, grads)
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=upsample(native, tuple(x.shape[2:])), targets=classes,
             scores=scores, probs=probabilities(logits, classes),
             signed=not self.params["relu"], params=dict(self.layer_name(name), score="logit"),
@@ -188,6 +189,7 @@ class CAM(_LayerMethod):
         if self.params["relu"]:
             native = native.clamp_min(0)
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=upsample(native, tuple(x.shape[2:])), targets=classes,
             scores=logits.gather(1, classes), probs=probabilities(logits, classes),
             signed=self.signed, params=dict(self.layer_name(name), score="logit"),
@@ -289,6 +291,7 @@ class GuidedGradCAM(GradCAM):
         cam = upsample(self.maps_from(A.detach(), grads), tuple(x.shape[2:]))
         raw = gbp * cam[:, :, None]
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=reduce_channels(raw, self.params["reduction"]),
             targets=classes, scores=scores.detach(), probs=probabilities(logits.detach(),
                                                                           classes),

@@ -205,6 +205,7 @@ class ScoreCAM(_LayerMethod):
             native = native.clamp_min(0)
         extras["weights"] = weights
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=upsample(native, size), targets=classes,
             scores=targets.scores(logits, classes).detach(),
             probs=probabilities(logits.detach(), classes), signed=self.signed,
@@ -336,6 +337,7 @@ class AblationCAM(_LayerMethod):
         if p["relu"]:
             native = native.clamp_min(0)
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=upsample(native, tuple(x.shape[2:])), targets=classes,
             scores=y, probs=probabilities(logits, classes), signed=self.signed,
             params=dict(self.layer_name(name), score="logit"),

@@ -216,6 +216,7 @@ class EigenCAM(_LayerMethod):
             native = native.clamp_min(0)
         maps = native[:, None].expand(-1, classes.shape[1], *native.shape[1:])
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=upsample(maps.contiguous(), tuple(x.shape[2:])),
             targets=classes, scores=targets.scores(logits, classes),
             probs=probabilities(logits, classes), signed=self.signed,

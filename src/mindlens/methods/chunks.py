@@ -98,6 +98,8 @@ def merge(parts: Sequence[Explanation], sizes: list[int], maps: torch.Tensor,
         cost=Cost(forward=sum(p.cost.forward for p in parts),
                   backward=sum(p.cost.backward for p in parts)),
         raw=raw, extras=_merge_values([p.extras for p in parts], sizes),
+        logits=(torch.cat([p.logits for p in parts])
+                if all(p.logits is not None for p in parts) else None),
     )
 
 

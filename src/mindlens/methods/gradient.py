@@ -53,6 +53,7 @@ def gradient_explanation(method: Method, g: InputGradients, x: torch.Tensor,
                          **extras: object) -> Explanation:
     raw = g.grads * x.detach()[:, None] if method.params.get("times_input") else g.grads
     return Explanation(
+        logits=g.logits.detach(),
         method=method.name, maps=reduce_channels(raw, method.params["reduction"]),
         targets=g.classes, scores=g.scores, probs=probabilities(g.logits, g.classes),
         signed=method.signed, params=dict(method.params, score="logit"),

@@ -190,6 +190,7 @@ class Rise(Method):
         maps = acc.view(b, n_t, h, w).to(x.dtype).clone()
         logits, classes = logits.clone(), classes.clone()
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=maps, targets=classes,
             scores=targets.scores(logits, classes), probs=probabilities(logits, classes),
             signed=p["score"] != "prob", params=dict(p, fill=baseline_param(p["fill"])),

@@ -170,6 +170,7 @@ class SmoothGrad(Method):
         params = dict(p, reduction=reduction, score=first.params.get("score", "logit"),
                       sigma_used=sigma.flatten(2)[..., 0].tolist())  # [B, C]
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=reduce_channels(raw, reduction), targets=classes,
             scores=targets.scores(logits, classes), probs=probabilities(logits, classes),
             signed=signed, params=params, native_shape=tuple(x.shape[2:]), cost=cost,

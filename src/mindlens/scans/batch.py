@@ -58,26 +58,28 @@ def load_pixels(clf: Classifier, item: Item) -> torch.Tensor:
     return clf.pixels_to_tensor(clf.to_pixels(item.path))
 
 
-def _label_index(clf: Classifier, item: Item, n_classes: int) -> int:
+def _label_index(clf: Classifier, item: Item, n_classes: int | None) -> int:
     names = list(clf.labels or [])
     if item.label in names:
         return names.index(item.label)
-    if item.label is not None and item.label.isdigit() and int(item.label) < n_classes:
+    if item.label is not None and item.label.isdigit() and (n_classes is None or
+                                                            int(item.label) < n_classes):
         return int(item.label)
     raise InputError(f"{item.id}: --target label needs a label the model knows, got "
                      f"{item.label!r} (the model's classes: {names or n_classes})")
 
 
-def _targets(clf: Classifier, items: Sequence[Item], predicted: torch.Tensor,
-             target: str | int, n_classes: int) -> torch.Tensor:
-    if target == "predicted":
-        return predicted.clone()
+def _targets(clf: Classifier, items: Sequence[Item], target: str | int,
+             n_classes: int | None) -> torch.Tensor:
+    """The class each map explains with ``--target label`` or ``K`` (``n_classes``: from
+    the model's labels where it has them; else a class out of range is refused by the
+    first method, which knows the model's outputs)."""
     if target == "label":
         return torch.tensor([_label_index(clf, it, n_classes) for it in items],
                             dtype=torch.long)
-    if not 0 <= int(target) < n_classes:
-        raise InputError(f"--target {target} is out of range: the model has classes "
-                         f"0..{n_classes - 1}")
+    if int(target) < 0 or (n_classes is not None and int(target) >= n_classes):
+        known = f"0..{n_classes - 1}" if n_classes is not None else "numbered from 0"
+        raise InputError(f"--target {target} is out of range: the model's classes are {known}")
     return torch.full((len(items),), int(target), dtype=torch.long)
 
 
@@ -88,35 +90,51 @@ def algorithms(settings: Settings) -> dict[str, methods.Method]:
 
 def explain_batch(clf: Classifier, algos: Mapping[str, methods.Method], settings: Settings,
                   start: int, items: Sequence[Item], x: torch.Tensor) -> BatchResult:
-    """Explain one batch ``x`` (the preprocessed ``items``, positions ``start...``)."""
-    with torch.no_grad():
-        logits = clf(x).float()
-    probs = logits.softmax(1)
+    """Explain one batch ``x`` (the preprocessed ``items``, positions ``start...``).
+
+    The prediction in the index comes from the first method's own forward pass on the
+    clean images (:attr:`~mindlens.explanation.Explanation.logits`), so a scan costs what
+    its methods cost; only where no method gives its logits does one extra clean forward
+    run. With ``target="predicted"`` the first method resolves the predicted class itself
+    and the others explain that class."""
+    target: torch.Tensor | None = None
+    if settings.target != "predicted":
+        target = _targets(clf, items, settings.target, len(clf.labels) if clf.labels else None)
+    logits: torch.Tensor | None = None
+    explained: dict[str, torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    for name, algo in algos.items():
+        expl = algo.explain(clf, x, Targets(target) if target is not None else Targets(None))
+        if target is None:
+            target = expl.targets[:, 0].clone()
+        if logits is None and expl.logits is not None:
+            logits = expl.logits.float()
+        explained[name] = expl.maps[:, 0].detach().float().cpu()
+        seconds[name] = expl.cost.seconds / len(items)
+    if logits is None:  # no method gave its clean logits
+        with torch.no_grad():
+            logits = clf(x).float()
+    assert target is not None
+    probs = clf.probabilities(logits)
     top = probs.topk(min(settings.top_k, probs.shape[1]), dim=1)
     predicted = top.indices[:, 0]
-    target = _targets(clf, items, predicted, settings.target,
-                      probs.shape[1]).to(logits.device)
     masks = [load_mask(it.mask, clf.input_size, it.id) if it.mask else None for it in items]
     rows = []
     for i, it in enumerate(items):
-        row: dict[str, Any] = {
+        rows.append({
             "position": start + i, "id": it.id, "path": it.path, "sha256": it.sha256,
             "label": it.label, "predicted": int(predicted[i]),
             "predicted_name": clf.label(int(predicted[i])), "target": int(target[i]),
             "target_name": clf.label(int(target[i])), "mask": it.mask,
             "top_classes": [int(c) for c in top.indices[i]],
             "top_probs": [float(p) for p in top.values[i]],
-        }
-        rows.append(row)
+        })
     maps: dict[str, np.ndarray] = {}
-    for name, algo in algos.items():
-        expl = algo.explain(clf, x, Targets(target))
-        m = expl.maps[:, 0].detach().float().cpu()
+    for name, m in explained.items():
         small = F.interpolate(m[:, None], size=(settings.size, settings.size), mode="area")
         maps[name] = small[:, 0].numpy().astype(np.float16)
-        per_image = expl.cost.seconds / len(items)
         for i, row in enumerate(rows):
-            row[f"seconds_{name}"] = per_image
+            row[f"seconds_{name}"] = seconds[name]
             mask = masks[i]
             if mask is not None:
                 pos = m[i].clamp(min=0)

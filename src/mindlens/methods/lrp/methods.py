@@ -91,6 +91,7 @@ class _LRPFamily(Method):
             raw = torch.stack(maps, dim=1).detach()
         scores = logits.gather(1, classes)
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=reduce_channels(raw, self.params["reduction"]),
             targets=classes, scores=scores, probs=probabilities(logits, classes),
             signed=self.signed, params=dict(self.params, composite=comp.name, score="logit"),

@@ -104,6 +104,7 @@ class Mace(Method):
             concepts["prototypes"] = tu.prototypes.crops[classes[..., None], order]
         agrees = p_hat.argmax(1) == logits.argmax(1)
         return Explanation(
+            logits=logits.detach(),
             method=self.name, maps=maps, targets=classes, scores=logits.gather(1, classes),
             probs=probabilities(logits, classes), signed=self.signed,
             params={"unit": str(self.params["unit"]) if not isinstance(

@@ -254,6 +254,7 @@ class AreaOcclusion(Method):
         if not isinstance(p["regions"], (str, Path)):
             params["regions"] = "label map"
         return Explanation(
+            logits=d.logits.detach(),
             method=self.name, maps=maps, targets=d.classes, scores=d.clean,
             probs=probabilities(d.logits, d.classes), signed=self.signed, params=params,
             native_shape=(max((len(i) for i in ids), default=0),),

@@ -258,6 +258,7 @@ class Occlusion(Method):
                 f"occlusion: stride {stride} is larger than window {window}, so some pixels "
                 f"are covered by no window; they are NaN in the map", stacklevel=2)
         return Explanation(
+            logits=d.logits.detach(),
             method=self.name, maps=maps, targets=d.classes, scores=d.clean,
             probs=probabilities(d.logits, d.classes), signed=not p["positive_only"],
             params=dict(p, window=window, stride=stride, blur_sigma=tuple(sigma), mode=mode,
