@@ -20,7 +20,7 @@ from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Needs, register, upsample
 from .cam import GradCAM, LayerCapture, _LayerMethod
-from .perturbation import batch_layout
+from .perturbation import auto_batch_size, batch_layout
 
 SCORES = ("logit", "prob", "log_prob")
 WEIGHTS = ("softmax_over_channels", "score", "score_minus_baseline")
@@ -87,9 +87,15 @@ class ScoreCAM(_LayerMethod):
     ``score="prob"``, ``weights="score"``, ``constant_channels="skip"``,
     ``map_resolution="input"`` (ReLU after upsampling).
 
-    Speed: no autograd, masked inputs in batches of ``batch_size`` in channels-last
-    layout, and channels whose upsampled activation is constant (all-zero masks: the same
-    zero image) are scored with one forward pass for all of them and all images.
+    Speed: no autograd, masked inputs in batches of ``batch_size`` (``None``: chosen from
+    the input size like the perturbation methods' passes, see
+    :func:`~mindlens.methods.perturbation.scoring.auto_batch_size`, as a multiple of 8 and
+    at least 8: on a CPU, large batches of large images run slower per image, their
+    activations falling out of the caches, and oneDNN's kernels for batches of 1 or of odd
+    sizes round differently, by up to 1e-3 of the map on mobilenet_v2) in channels-last
+    layout, and channels whose upsampled activation is constant
+    (all-zero masks: the same zero image) are scored with one forward pass for all of them
+    and all images.
 
     Preview: ``top_channels=N`` scores only the ``N`` channels with the largest Grad-CAM
     contribution ``mean(dy/dA^k) * sum(A^k)`` (one backward pass); the others are given
@@ -107,7 +113,7 @@ class ScoreCAM(_LayerMethod):
     defaults = {"layer": "auto", "relu": True, "score": "logit",
                 "weights": "softmax_over_channels", "align_corners": True,
                 "constant_channels": "zero_mask", "norm_eps": 1e-8, "map_resolution": "layer",
-                "batch_size": 64, "top_channels": None, "check_channels": 8}
+                "batch_size": None, "top_channels": None, "check_channels": 8}
 
     def validate(self) -> None:
         super().validate()
@@ -116,7 +122,7 @@ class ScoreCAM(_LayerMethod):
         _choice(p, "weights", WEIGHTS)
         _choice(p, "constant_channels", CONSTANT)
         _choice(p, "map_resolution", RESOLUTIONS)
-        _positive_int(p, "batch_size")
+        _positive_int(p, "batch_size", allow_none=True)
         _positive_int(p, "top_channels", allow_none=True)
         if not isinstance(p["check_channels"], int) or p["check_channels"] < 0:
             raise InputError(f"check_channels must be an integer >= 0, "
@@ -148,6 +154,7 @@ class ScoreCAM(_LayerMethod):
             A = capture.result()
             classes = targets.resolve(logits)
         read = _ScoreReader(targets, classes, p["score"])
+        batch_size = p["batch_size"] or max(8, auto_batch_size(None, x) // 8 * 8)
         B, K, T = A.shape[0], A.shape[1], classes.shape[1]
         size = tuple(x.shape[2:])
         scores = torch.empty(B, T, K, dtype=logits.dtype, device=logits.device)
@@ -169,7 +176,7 @@ class ScoreCAM(_LayerMethod):
                     channels = torch.cat([rank[b, :n], picks])
                 else:
                     channels = torch.arange(K, device=A.device)
-                for idx in _chunks(channels, p["batch_size"]):
+                for idx in _chunks(channels, batch_size):
                     up = F.interpolate(A[b:b + 1, idx], size=size, mode="bilinear",
                                        align_corners=p["align_corners"])[0]
                     lo = up.flatten(1).amin(1)
@@ -188,7 +195,7 @@ class ScoreCAM(_LayerMethod):
             for b in range(B):
                 scores[b][:, constant[b]] = read(zero_logits, b).T.to(scores.dtype)
         extras: dict[str, Any] = {"constant_channels": constant.sum(1).tolist(),
-                                  "masked_forwards": forwards - 2}
+                                  "masked_forwards": forwards - 2, "batch_size": batch_size}
         zero_scores = torch.stack([read(zero_logits, b)[0] for b in range(B)])  # [B, T]
         if preview:
             extras["preview"] = self._preview_error(scores, zero_scores, check, scored,

@@ -316,9 +316,10 @@ class Occlusion(Method):
             return d, info, engine, batch_size
         chosen = [_check_sample(d.drops[i], k) for i in range(x.shape[0])]
         fill_check, _ = _subset(fill, build, chosen)
+        # the check windows of an image in one pass (a few rows: no memory concern)
         ref = score_drops(clf, x, Targets(d.classes) if targets.score_fn is None else targets,
-                          p["score"], [len(c) for c in chosen], fill_check, whole_batch,
-                          logits=d.logits)
+                          p["score"], [len(c) for c in chosen], fill_check,
+                          max(len(c) for c in chosen), logits=d.logits)
         diff, tol = 0.0, 0.0
         for i, c in enumerate(chosen):
             scale = max(float(d.drops[i].abs().max()), float(d.clean[i].abs().max()))
