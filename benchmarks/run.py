@@ -98,17 +98,24 @@ def _mindlens(method: str):
     def build(ctx):
         import mindlens
         clf, x, t = ctx["clf"], ctx["x"], ctx["targets"]
-        kw = {"layer": ctx["layer"]} if method not in ("saliency", "guided_backprop") else {}
+        kw = {"layer": ctx["layer"]} if method not in INPUT_SPACE else {}
         return lambda: mindlens.explain(clf, x, method, target=t, **kw)
     return build
 
 
+INPUT_SPACE = ("saliency", "guided_backprop", "deconvnet", "input_x_gradient", "lrp", "sglrp")
 MINDLENS_PEERS = {
     "saliency": ("captum/Saliency",),
     "guided_backprop": ("captum/GuidedBackprop",),
+    "deconvnet": (),
+    "input_x_gradient": (),
+    "lrp": (),
+    "sglrp": (),
     "gradcam": ("captum/LayerGradCam", "grad-cam/GradCAM"),
     "guided_gradcam": ("captum/GuidedGradCam",),
     "cam": (),
+    # the other single-pass CAMs (their peers are timed in benchmarks/cams.py --all)
+    "gradcam_pp": (), "xgradcam": (), "layercam": (), "hirescam": (), "eigencam": (),
 }
 for _m, _p in MINDLENS_PEERS.items():
     case("mindlens", _m, _p)(_mindlens(_m))
