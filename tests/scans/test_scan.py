@@ -100,6 +100,34 @@ def test_scan_runs_no_forward_pass_beyond_its_methods(data, tmp_path: Path) -> N
         np.testing.assert_allclose(r["top_probs"], p.topk(2).values.numpy(), rtol=1e-5)
 
 
+def test_native_maps_are_the_methods_maps_at_input_resolution(data, tmp_path: Path) -> None:
+    import torch
+
+    import mindlens
+    from mindlens import load_model
+    from mindlens.scans import collect
+
+    root, _ = data
+    clf = load_model(SHORTCUT_CARD)
+    scan(clf, root / "images", ["gradcam"], tmp_path, size=8, batch_size=5, native=True)
+    native = read_maps(tmp_path, "gradcam", native=True)
+    assert native.shape == (12, *clf.input_size) and native.dtype == np.float16
+    assert read_maps(tmp_path, "gradcam").shape == (12, 8, 8)
+    items = collect(root / "images")
+    x = torch.cat([clf.pixels_to_tensor(clf.to_pixels(it.path)) for it in items])
+    expected = mindlens.explain(clf, x, "gradcam").maps[:, 0].numpy().astype(np.float16)
+    positions = [r["position"] for r in read_index(tmp_path)]
+    peak = float(np.abs(expected).max())
+    np.testing.assert_allclose(native[positions].astype(np.float32),
+                               expected[positions].astype(np.float32), rtol=0,
+                               atol=2e-3 * peak)  # float16 of the batched maps
+    layout = json.loads((tmp_path / "store.json").read_text())
+    assert layout["native_maps"] == "maps.zarr/native/<method>"
+    scan(clf, root / "images", ["gradcam"], tmp_path / "plain", size=8, batch_size=5)
+    with pytest.raises(InputError, match="--native"):
+        read_maps(tmp_path / "plain", "gradcam", native=True)
+
+
 def test_csv_list_target_label_and_resume(data, tmp_path: Path) -> None:
     root, flags = data
     listing = tmp_path / "list.csv"

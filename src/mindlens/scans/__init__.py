@@ -41,7 +41,8 @@ class ScanResult:
 def scan(model: Classifier | str | Path, data: str | Path | Sequence[Item],
          methods: Sequence[str], out: str | Path, *, masks: str | Path | None = None,
          target: str | int = "predicted", size: int = 64, top_k: int = 3,
-         batch_size: int = 16, params: Mapping[str, Mapping[str, Any]] | None = None,
+         batch_size: int = 16, native: bool = False,
+         params: Mapping[str, Mapping[str, Any]] | None = None,
          engine: str = "local", address: str | None = None, workers: int = 2,
          loader_threads: int = 4, overwrite: bool = False,
          progress: Any = None) -> ScanResult:
@@ -51,10 +52,12 @@ def scan(model: Classifier | str | Path, data: str | Path | Sequence[Item],
     ``data``: a folder (sub-folders name the labels) or a CSV list (``path``, ``label``,
     ``mask`` columns), or ready :class:`Item` objects. ``target``: ``"predicted"``,
     ``"label"`` or a class index. ``size``: the analysis resolution of the stored maps.
-    ``batch_size``: images per batch and per store chunk. ``engine``: ``"local"`` or
-    ``"ray"`` (``address`` of a running cluster, else a local one with ``workers``
-    actors). A folder holding the same run resumes it; another run is refused unless
-    ``overwrite``. ``progress(status: ScanStatus)`` is called after each batch.
+    ``batch_size``: images per batch and per store chunk. ``native``: also keep every map
+    at the model's input resolution (float16, ``maps.zarr/native/<method>``).
+    ``engine``: ``"local"`` or ``"ray"`` (``address`` of a running cluster, else a local
+    one with ``workers`` actors). A folder holding the same run resumes it; another run is
+    refused unless ``overwrite``. ``progress(status: ScanStatus)`` is called after each
+    batch.
     """
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -74,13 +77,13 @@ def scan(model: Classifier | str | Path, data: str | Path | Sequence[Item],
         registry.get(m)
     items = list(data) if not isinstance(data, (str, Path)) else collect(data, masks)
     settings = Settings(tuple(methods), {m: dict((params or {}).get(m, {})) for m in methods},
-                        target, size, top_k, batch_size)
+                        target, size, top_k, batch_size, native)
     manifest = make_manifest(
         "scan", model_fingerprint(clf),
         [{"id": it.id, "sha256": it.sha256, "label": it.label,
           "mask": it.mask and Path(it.mask).name} for it in items],
         settings.describe())
-    store = open_store(out, manifest, len(items), settings, overwrite)
+    store = open_store(out, manifest, len(items), settings, overwrite, clf.input_size)
     done = store.done_positions
     batches = plan(items, batch_size, done)
     if engine == "local":

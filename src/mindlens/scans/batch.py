@@ -27,7 +27,8 @@ from .items import Item
 class Settings:
     """What a scan computes: methods and their parameters, which class each map explains
     (``"predicted"``, ``"label"`` or a class index), the analysis resolution, the number
-    of top classes in the index and the batch size (a batch is one chunk of the store)."""
+    of top classes in the index, the batch size (a batch is one chunk of the store) and
+    whether the maps are also kept at the model's input resolution (``native``)."""
 
     methods: tuple[str, ...]
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -35,22 +36,25 @@ class Settings:
     size: int = 64
     top_k: int = 3
     batch_size: int = 16
+    native: bool = False
 
     def describe(self) -> dict[str, Any]:
         from ..runs import describe
 
         return {"methods": {m: describe(dict(self.params.get(m, {}))) for m in self.methods},
                 "target": self.target, "size": self.size, "top_k": self.top_k,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, "native": self.native}
 
 
 @dataclass
 class BatchResult:
-    """Maps ``{method: float16 [b, size, size]}`` and one index row per image."""
+    """Maps ``{method: float16 [b, size, size]}``, one index row per image, and with
+    ``Settings.native`` the maps at the input resolution ``{method: float16 [b, H, W]}``."""
 
     start: int
     maps: dict[str, np.ndarray]
     rows: list[dict[str, Any]]
+    native: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_pixels(clf: Classifier, item: Item) -> torch.Tensor:
@@ -130,9 +134,12 @@ def explain_batch(clf: Classifier, algos: Mapping[str, methods.Method], settings
             "top_probs": [float(p) for p in top.values[i]],
         })
     maps: dict[str, np.ndarray] = {}
+    native: dict[str, np.ndarray] = {}
     for name, m in explained.items():
         small = F.interpolate(m[:, None], size=(settings.size, settings.size), mode="area")
         maps[name] = small[:, 0].numpy().astype(np.float16)
+        if settings.native:
+            native[name] = m.numpy().astype(np.float16)
         for i, row in enumerate(rows):
             row[f"seconds_{name}"] = seconds[name]
             mask = masks[i]
@@ -140,4 +147,4 @@ def explain_batch(clf: Classifier, algos: Mapping[str, methods.Method], settings
                 pos = m[i].clamp(min=0)
                 total = float(pos.sum())
                 row[f"in_mask_{name}"] = float(pos[mask].sum()) / total if total > 0 else None
-    return BatchResult(start, maps, rows)
+    return BatchResult(start, maps, rows, native)

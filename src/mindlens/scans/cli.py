@@ -32,6 +32,8 @@ def scan_cmd(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="top classes in the index")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1,
                                             help="images per batch (= per store chunk)")] = 16,
+    native: Annotated[bool, typer.Option("--native", help="also keep the maps at the "
+                                         "model's input resolution (float16)")] = False,
     engine: Annotated[str, typer.Option(help="local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (--engine ray)")
                        ] = None,
@@ -57,8 +59,9 @@ def scan_cmd(
                        rate=f"{s.images_per_s:.1f} images/s")
 
         result = scan(model, data, names, out_dir, masks=masks, target=target, size=size,
-                      top_k=top_k, batch_size=batch_size, engine=engine, address=address,
-                      workers=workers, overwrite=overwrite, progress=progress)
+                      top_k=top_k, batch_size=batch_size, native=native, engine=engine,
+                      address=address, workers=workers, overwrite=overwrite,
+                      progress=progress)
     what = "resumed" if result.resumed else "scanned"
     out.print(f"{what}: {result.computed} image(s) explained now, {result.images} in the "
               f"store; wrote {result.index}", highlight=False)
