@@ -37,6 +37,7 @@ from .errors import InputError, NotApplicableError
 from .evaluate import IMAGE_SUFFIXES
 from .explanation import Explanation
 from .io import VOLUME_SUFFIXES, display_name
+from .metrics.input_dependence import input_independence_note
 from .model import Classifier, ImageLike
 from .provenance import record
 from .render.evidence import Outlined, outline_picture
@@ -331,11 +332,37 @@ def run(classifier: Classifier, inputs: Iterable[ImageLike | Input], request: Re
                 progress(name)
         stem = _unique(item.name or _stem(item.image, i), seen)
         cases.append(_case(clf, x, item, stem, results, {**skipped, **here}, sens, request))
+    _mark_input_independent(cases)
     if not any(c.explanations for c in cases):
         reasons = {k: v for c in cases for k, v in c.skipped.items()}
         raise NotApplicableError("none of the requested methods can run on this model: "
                                  + "; ".join(f"{k}: {v}" for k, v in reasons.items()))
     return cases
+
+
+def _mark_input_independent(cases: Sequence[Case]) -> None:
+    """Cases are explained one image at a time, so a map that ignores the image (the same
+    map for different images of the same class, e.g. DeconvNet on a ResNet) shows only
+    across cases: where it does, each such explanation gets ``extras["input_independent"]``
+    (in its provenance, and a warning under its picture in the report)."""
+    for name in {n for c in cases for n in c.explanations}:
+        group = [c for c in cases if name in c.explanations and c.classifier is cases[0].classifier
+                 and c.x.shape == cases[0].x.shape]
+        if len(group) < 2:
+            continue
+        expls = [c.explanations[name] for c in group]
+        if len({tuple(e.maps.shape) for e in expls}) > 1:
+            continue
+        note = input_independence_note(torch.cat([c.x for c in group]),
+                                       torch.cat([e.maps[:, :1] for e in expls]),
+                                       torch.cat([e.targets[:, :1] for e in expls]))
+        if not note:
+            continue
+        for c, e in zip(group, expls, strict=True):
+            e.extras["input_independent"] = note
+            for m in c.maps:
+                if m.method == name:
+                    m.provenance = record(e)
 
 
 def _case(clf: Classifier, x: torch.Tensor, item: Input, stem: str,

@@ -50,6 +50,8 @@ class Panel:
     cost: str
     notes: list[str] = field(default_factory=list)
     wide: bool = False
+    #: a warning in words under the picture (e.g. the map does not depend on the image)
+    warning: str = ""
 
 
 @dataclass
@@ -238,8 +240,11 @@ class Report:
         cost = f"{expl.cost.forward} forward, {expl.cost.backward} backward, " \
                f"{expl.cost.seconds * 1000 / max(1, expl.batch_size):.0f} ms per image"
         cls = methods.get(name)
-        return Panel(name, cls.title, png_data_uri(pic),
-                     disp.degenerate, cost, _notes(name, expl, b, t), wide=image.ndim == 4)
+        warning = ("This map is the same for other images of this class: here the method "
+                   "does not look at the image, so the map explains nothing about it."
+                   if expl.extras.get("input_independent") else "")
+        return Panel(name, cls.title, png_data_uri(pic), disp.degenerate, cost,
+                     _notes(name, expl, b, t), wide=image.ndim == 4, warning=warning)
 
     def add_case(self, case: Any) -> None:
         """Add one :class:`mindlens.cases.Case`: its verdict first, everything else in the

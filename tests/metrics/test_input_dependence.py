@@ -118,3 +118,22 @@ def test_evaluation_records_chance_next_to_every_score(resnet20, cifar_files):
     assert f["pointing_baseline"] == 1.0 and f["mass_chance"] == pytest.approx(0.25)
     assert table.rows[0]["grades"]["intuitive interpretability"] == "n/a"
     assert table.baselines["tolerance_px"] == pytest.approx(15 * 32 / 224)
+
+
+def test_explain_report_warns_where_the_map_ignores_the_image(resnet20, cifar_files,
+                                                             tmp_path):
+    """``mindlens explain`` runs one image at a time; DeconvNet's identical maps across
+    images of one class show only across cases, and the report says so under its picture,
+    not under saliency's."""
+    from mindlens import cases
+
+    request = cases.Request(methods=("deconvnet", "saliency"), target=3)
+    done = cases.run(resnet20, cifar_files, request)
+    for c in done:
+        assert c.explanations["deconvnet"].extras.get("input_independent")
+        assert "input_independent" not in c.explanations["saliency"].extras
+        assert any(m.method == "deconvnet" and m.provenance.get("input_independent")
+                   for m in c.maps)
+    html = cases.write_outputs(done, tmp_path, request=request)["report"].read_text()
+    assert html.count("data-warning") == len(done)
+    assert "explains nothing about it" in html
