@@ -79,3 +79,12 @@ def test_invariances() -> None:
     a = knn_affinity(normalise(pool(twice)), 5)
     assert a.diagonal().sum() == 0
     assert a[0, 10] == 1.0  # the duplicate is a mutual nearest neighbour
+
+
+def test_flags_say_called_only_where_the_maps_explain_the_prediction() -> None:
+    from mindlens.spray.audit import _who
+
+    predicted = [{"target": 1, "predicted": 1}, {"target": 1, "predicted": 1}]
+    fixed = [{"target": 1, "predicted": 1}, {"target": 1, "predicted": 0}]
+    assert _who("diseased", predicted) == "the images called 'diseased'"
+    assert _who("diseased", fixed) == "the images explained for 'diseased'"

@@ -21,18 +21,25 @@ from .spray import spray, tsne
 TYPICAL = 8
 
 
-def _flag(cls: str, share: float, loc: dict[str, Any], in_mask: float | None,
+def _who(cls: str, rows: list[dict[str, Any]]) -> str:
+    """How the flags name a class's images: "called" where every map explains the class
+    the model predicted, "explained for" where a scan fixed the class (``--target``)."""
+    called = all(r.get("target") == r.get("predicted") for r in rows)
+    return f"the images {'called' if called else 'explained for'} '{cls}'"
+
+
+def _flag(who: str, share: float, loc: dict[str, Any], in_mask: float | None,
           region: str) -> str | None:
     if not loc["fixed"]:
         return None
-    text = (f"In {100 * share:.0f}% of the images called '{cls}' the evidence sits at a fixed "
-            f"place, the {loc['where']}")
+    text = (f"In {100 * share:.0f}% of {who} the evidence sits at a fixed place, the "
+            f"{loc['where']}")
     if in_mask is not None and in_mask < 0.2:
         text += f", where no {region} is marked ({100 * in_mask:.0f}% of it inside the marks)"
     return text + "."
 
 
-def _cluster(cls: str, n: int, members: np.ndarray, rows: list[dict[str, Any]],
+def _cluster(who: str, n: int, members: np.ndarray, rows: list[dict[str, Any]],
              maps: np.ndarray, embedding: np.ndarray, k: int, method: str,
              region: str) -> dict[str, Any]:
     sub = maps[members]
@@ -43,7 +50,7 @@ def _cluster(cls: str, n: int, members: np.ndarray, rows: list[dict[str, Any]],
     emb = embedding[members, :max(k, 1)]
     typical = members[np.argsort(((emb - emb.mean(0)) ** 2).sum(1), kind="stable")[:TYPICAL]]
     labelled = [rows[i] for i in members if rows[i].get("label") is not None]
-    flag = _flag(cls, len(members) / n, loc, in_mask, region)
+    flag = _flag(who, len(members) / n, loc, in_mask, region)
     return {
         "size": len(members), "share": len(members) / n,
         "border": loc["border"], "consistency": loc["consistency"], "where": loc["where"],
@@ -68,7 +75,8 @@ def audit_class(cls: str, rows: list[dict[str, Any]], maps: np.ndarray, method: 
     n = len(rows)
     res = spray(maps, k_neighbours, q, n_clusters, seed=seed)
     k = int(res.labels.max()) + 1
-    clusters = [_cluster(cls, n, np.flatnonzero(res.labels == c), rows, maps, res.embedding,
+    who = _who(cls, rows)
+    clusters = [_cluster(who, n, np.flatnonzero(res.labels == c), rows, maps, res.embedding,
                          k, method, region) for c in range(k)]
     shown = np.arange(n)
     if n > embed_max:
@@ -81,7 +89,7 @@ def audit_class(cls: str, rows: list[dict[str, Any]], maps: np.ndarray, method: 
     if n < 50:
         note = (note + "; " if note else "") + f"only {n} images: the spectrum is unstable"
     return {
-        "images": n, "eigenvalues": [float(v) for v in res.eigenvalues],
+        "images": n, "who": who, "eigenvalues": [float(v) for v in res.eigenvalues],
         "k": k, "gap_ratio": res.gap.ratio if np.isfinite(res.gap.ratio) else None,
         "near_zero": res.gap.near_zero,
         "clear_gap": res.gap.clear, "note": note,

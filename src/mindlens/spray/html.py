@@ -78,12 +78,14 @@ def write_html(result: dict[str, Any], path: Path) -> Path:
             clusters.append({**cl, "colour": _colour(i), "mean_map": _map_uri(cl["mean_map"]),
                              "thumbs": thumbs})
         ratio = c["gap_ratio"]
+        who = c.get("who") or f"the images called '{name}'"
         classes.append({**c, "name": name, "clusters": clusters,
-                         "gap_ratio": "∞" if ratio is None else f"{ratio:.1f}",
-                         "mean_map": _map_uri(c["mean_map"]),
-                         "spectrum": _spectrum(c["eigenvalues"], c["k"]),
-                         "scatter": _scatter(c["embedding_2d"]["xy"],
-                                             [c["labels"][j] for j in shown])})
+                        "heading": who[4].upper() + who[5:],  # "Images called 'x'"
+                        "gap_ratio": "∞" if ratio is None else f"{ratio:.1f}",
+                        "mean_map": _map_uri(c["mean_map"]),
+                        "spectrum": _spectrum(c["eigenvalues"], c["k"]),
+                        "scatter": _scatter(c["embedding_2d"]["xy"],
+                                            [c["labels"][j] for j in shown])})
     p = result["parameters"]
     html = env.get_template("audit.html").render(
         title="Strategy audit", store=result["store"], method=result["method"],
