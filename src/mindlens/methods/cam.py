@@ -73,6 +73,17 @@ class _LayerMethod(Method):
     def layer_name(self, name: str) -> dict[str, Any]:
         return dict(self.params, layer=name)
 
+    def layer_activations(self, clf: Classifier, x: torch.Tensor
+                          ) -> tuple[str, nn.Module, torch.Tensor, torch.Tensor]:
+        """One clean forward without autograd: the layer's name and module, its
+        activation ``[B, K, *s]`` and the logits."""
+        name, layer = self.resolve_layer(clf, x)
+        capture = LayerCapture(name, head_only=False)
+        with clf.patched() as patch, torch.no_grad():
+            patch.forward_hook(layer, capture)
+            logits = clf(x)
+        return name, layer, capture.result(), logits
+
 
 class GradCAMBase(_LayerMethod):
     """Template for gradient-weighted CAMs; a variant overrides :meth:`layer_map`."""

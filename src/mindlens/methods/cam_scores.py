@@ -19,7 +19,7 @@ from ..explanation import Cost, Explanation
 from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Needs, register, upsample
-from .cam import GradCAM, LayerCapture, _LayerMethod
+from .cam import GradCAM, _LayerMethod
 from .perturbation import auto_batch_size, batch_layout
 
 SCORES = ("logit", "prob", "log_prob")
@@ -139,19 +139,15 @@ class ScoreCAM(_LayerMethod):
         if x.dim() != 4:
             raise InputError("scorecam works on 2-D images [B, C, H, W]; for volumes use "
                              "gradcam")
-        name, layer = self.resolve_layer(clf, x)
         preview = p["top_channels"] is not None
         if preview:  # Grad-CAM contributions rank the channels (needs one backward pass)
+            name, _ = self.resolve_layer(clf, x)
             A, grads, logits, classes, _, _ = GradCAM(layer=name).layer_gradients(
                 clf, x, targets)
             contribution = (grads.flatten(3).mean(3) * A.flatten(2).sum(2)[:, None])
             rank = contribution.amax(dim=1).argsort(dim=1, descending=True)  # [B, K]
         else:
-            capture = LayerCapture(name, head_only=False)
-            with clf.patched() as patch, torch.no_grad():
-                patch.forward_hook(layer, capture)
-                logits = clf(x)
-            A = capture.result()
+            name, _, A, logits = self.layer_activations(clf, x)
             classes = targets.resolve(logits)
         read = _ScoreReader(targets, classes, p["score"])
         batch_size = p["batch_size"] or max(8, auto_batch_size(None, x) // 8 * 8)
@@ -294,12 +290,7 @@ class AblationCAM(_LayerMethod):
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
         p = self.params
-        name, layer = self.resolve_layer(clf, x)
-        capture = LayerCapture(name, head_only=False)
-        with clf.patched() as patch, torch.no_grad():
-            patch.forward_hook(layer, capture)
-            logits = clf(x)
-        A = capture.result()
+        name, layer, A, logits = self.layer_activations(clf, x)
         classes = targets.resolve(logits)
         read = _ScoreReader(targets, classes, "logit")
         y = targets.scores(logits, classes)  # [B, T]

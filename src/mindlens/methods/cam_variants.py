@@ -20,7 +20,7 @@ from ..explanation import Cost, Explanation
 from ..model import Classifier
 from ..targets import Targets, probabilities
 from .base import Needs, register, upsample
-from .cam import GradCAMBase, LayerCapture, _LayerMethod
+from .cam import GradCAMBase, _LayerMethod
 
 
 def _check_eps(params: dict[str, Any]) -> None:
@@ -204,12 +204,7 @@ class EigenCAM(_LayerMethod):
         return p.reshape(A.shape[0], *A.shape[2:]), ratio
 
     def run(self, clf: Classifier, x: torch.Tensor, targets: Targets) -> Explanation:
-        name, layer = self.resolve_layer(clf, x)
-        capture = LayerCapture(name, head_only=False)
-        with clf.patched() as patch, torch.no_grad():
-            patch.forward_hook(layer, capture)
-            logits = clf(x)
-        A = capture.result()
+        name, _, A, logits = self.layer_activations(clf, x)
         classes = targets.resolve(logits)
         native, ratio = self.projection(A)
         if self.params["relu"]:
