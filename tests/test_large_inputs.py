@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import mindlens
+from mindlens.io import IMAGE_SUFFIXES
 
 from . import probe_files as pf
 from .test_catalogue import Lab, evaluate, lines, run_cli, shared  # noqa: F401 (fixture)
@@ -80,7 +81,7 @@ def test_evaluate_skips_an_unreadable_file_and_escapes_names(
     assert code == 0 and "Traceback" not in out + err, err
     assert [line for line in lines(err) if line.startswith("warning:")] == [
         f"warning: skipped {data}/c.png: cannot read {data}/c.png: not an image format "
-        f"mindlens knows"]
+        f"mindlens knows (use one of {', '.join(IMAGE_SUFFIXES)})"]
     with open(Path(lab.out) / "results.csv", newline="", encoding="utf-8") as fh:
         ids = sorted(row["image"] for row in csv.DictReader(fh))
     assert ids == ["\\xff\\xfe.png", "a.png", "b.png"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +69,28 @@ def read_image(path: str | Path, size: tuple[int, ...] | None = None,
     if path.stat().st_size == 0:
         raise InputError(f"image file is empty (0 bytes): {name}")
     limit = _pillow_limit(max_pixels)
+    with _opened(path, name, limit) as img:
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            warnings.warn(InputWarning(
+                f"{name} has {frames} frames (an animation or a multi-page file); "
+                f"mindlens uses frame 1, the first"), stacklevel=2)
+        if size is not None and img.format == "JPEG":
+            img.draft(img.mode, (2 * size[-1], 2 * size[-2]))
+        img.load()
+        return pil_to_array(shrink(img, size), source=name)
+
+
+@contextmanager
+def _opened(path: Path, name: str, limit: int) -> Iterator[Image.Image]:
+    """The open image file, its pixel count checked from the header; whatever Pillow
+    raises while it is read becomes one :class:`InputError` naming the file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 check_pixels(img.width, img.height, limit, name)
-                frames = getattr(img, "n_frames", 1)
-                if frames > 1:
-                    warnings.warn(InputWarning(
-                        f"{name} has {frames} frames (an animation or a multi-page file); "
-                        f"mindlens uses frame 1, the first"), stacklevel=2)
-                if size is not None and img.format == "JPEG":
-                    img.draft(img.mode, (2 * size[-1], 2 * size[-2]))
-                img.load()
-                return pil_to_array(shrink(img, size), source=name)
+                yield img
     except Image.DecompressionBombError as err:
         raise _bomb(name, err, limit) from None
     except UnidentifiedImageError:
@@ -106,22 +116,8 @@ def probe_image(path: str | Path, max_pixels: int | None = None) -> None:
         raise InputError(f"image file not found: {name}")
     if path.stat().st_size == 0:
         raise InputError(f"image file is empty (0 bytes): {name}")
-    limit = _pillow_limit(max_pixels)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                check_pixels(img.width, img.height, limit, name)
-                img.verify()
-    except Image.DecompressionBombError as err:
-        raise _bomb(name, err, limit) from None
-    except UnidentifiedImageError:
-        raise InputError(f"cannot read {name}: not an image format mindlens knows") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        if isinstance(err, InputError):
-            raise
-        raise InputError(f"cannot read {name}: the file is corrupt or truncated "
-                         f"({' '.join(str(err).split())})") from None
+    with _opened(path, name, _pillow_limit(max_pixels)) as img:
+        img.verify()
 
 
 def readable(paths: list[Path], max_pixels: int | None = None, what: str = "images"
