@@ -26,6 +26,11 @@ def positive_unit(maps: np.ndarray) -> np.ndarray:
     return np.divide(p, s, out=np.zeros_like(p), where=s > 0)
 
 
+def mean_map(maps: np.ndarray) -> np.ndarray:
+    """The mean of the maps' positive parts, each scaled to sum 1 (a group's evidence)."""
+    return positive_unit(maps).mean(0)
+
+
 def border_share(p: np.ndarray) -> np.ndarray:
     h, w = p.shape[-2:]
     bh, bw = max(1, h // 8), max(1, w // 8)
