@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import InputError, MindlensError
 
@@ -66,6 +67,15 @@ class Served:
                        classes=[{"name": cls, "images": c["images"], "k": c["k"],
                                  "flags": c["flags"]} for cls, c in r["classes"].items()])
         return out
+
+
+def _title(method: str | None) -> str | None:
+    from .. import methods
+
+    try:
+        return methods.get(method).title if method else None
+    except MindlensError:  # a method this version lacks
+        return method
 
 
 def _slug(text: str) -> str:
@@ -182,6 +192,7 @@ class Audits:
 
         s, c = self.klass(name, cls)
         rows, labels = c["rows"], c["labels"]
+        here = f"/api/audits/{name}/classes/{quote(cls, safe='/')}"
         emb = c["embedding_2d"]
         points = [{"position": int(rows[j]["position"]), "id": rows[j]["id"],
                    "x": xy[0], "y": xy[1], "cluster": labels[j]}
@@ -192,12 +203,13 @@ class Audits:
                      **{k: cl[k] for k in figures},
                      "typical": [{"position": int(rows[j]["position"]), "id": rows[j]["id"]}
                                  for j in cl["typical"]],
-                     "mean_map": f"/api/audits/{name}/classes/{cls}/mean.png?cluster={i}"}
+                     "mean_map": f"{here}/mean.png?cluster={i}"}
                     for i, cl in enumerate(c["clusters"])]
         keys = ("images", "eigenvalues", "k", "gap_ratio", "near_zero", "clear_gap", "note",
                 "in_mask", "flags")
-        return {"audit": name, "class": cls, "method": s.method, **{k: c[k] for k in keys},
-                "mean_map": f"/api/audits/{name}/classes/{cls}/mean.png",
+        return {"audit": name, "class": cls, "method": s.method,
+                "method_title": _title(s.method), **{k: c[k] for k in keys},
+                "mean_map": f"{here}/mean.png",
                 "points": points, "shown": len(points), "clusters": clusters}
 
     def cluster_view(self, name: str, cls: str, k: int) -> dict[str, Any]:
@@ -229,6 +241,7 @@ class Audits:
                 "top": [{"index": int(i), "label": label(int(i)), "probability": float(p)}
                         for i, p in zip(row["top_classes"], row["top_probs"], strict=True)],
                 "has_mask": bool(row.get("mask")), "method": s.method,
+                "method_title": _title(s.method),
                 "in_mask": row.get(f"in_mask_{s.method}"), "cluster": k,
                 "cluster_flags": c["clusters"][k]["flags"],
                 "picture": f"/api/audits/{name}/images/{position}.png"}

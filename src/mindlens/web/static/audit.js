@@ -207,7 +207,7 @@ async function showPoint(box, pos) {
   toggle.type = "button"; toggle.id = "overlay";
   toggle.addEventListener("click", () => { state.overlay = state.overlay === "1" ? "0" : "1"; writeHash(); showDetail().catch(fail); });
   const legend = el("p", (state.overlay === "1"
-    ? `Colour: where the evidence for “${row.class}” sits (${row.method}, its positive part; bright = strong).`
+    ? `Colour: where the evidence for “${row.class}” sits (${row.method_title}, its positive part; bright = strong).`
     : "The image as stored.") + (marks ? ` ${marks[0].toUpperCase() + marks.slice(1)} outline: the expert's marks.` : ""), "legend");
   const cl = view.clusters[row.cluster];
   const strategy = el("button", `Strategy ${row.cluster + 1}`, "link");
@@ -233,7 +233,7 @@ async function showPoint(box, pos) {
     ["position in the index", String(row.position)],
   ]), el("h3", "Top classes"), top);
   for (const f of row.cluster_flags) side.append(el("p", f, "flag"));
-  const left = el("div");
+  const left = el("div", null, "side");
   left.append(img, legend, toggle);
   const cols = el("div", null, "row");
   cols.append(left, side);
