@@ -90,8 +90,8 @@ async function loadClass() {
     (view.in_mask !== null ? ` Share of the evidence inside the marked regions: ${pct(view.in_mask)}.` : "") +
     (view.shown < view.images ? ` The picture shows ${view.shown} of them.` : "");
   $("#class-mean").src = view.mean_map;
-  drawScatter();
   drawStrategies();
+  drawScatter();
   await showDetail();
 }
 
