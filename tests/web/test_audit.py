@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -171,6 +172,19 @@ def test_bad_audit_paths_are_refused_in_words(tmp_path: Path, tiny) -> None:
     (tmp_path / "index.jsonl").write_text("")
     with pytest.raises(InputError, match="has not finished"):
         create_app({}, audits=[tmp_path])
+
+
+def test_a_failed_audit_is_said_in_words(tmp_path: Path, tiny) -> None:
+    store, _, _ = tiny
+    broken = tmp_path / "broken"
+    shutil.copytree(store, broken)
+    shutil.rmtree(broken / "maps.zarr")
+    with TestClient(create_app({}, audits=[broken])) as c:
+        summary = ready(c, "broken")
+        assert summary["state"] == "error" and summary["error"]
+        r = c.get("/api/audits/broken/classes/diseased")
+        assert r.status_code == 500 and "the audit 'broken'" in r.json()["detail"]
+        assert "failed" in r.json()["detail"] and "Traceback" not in r.text
 
 
 def test_serve_with_audit_needs_no_model(monkeypatch, tiny) -> None:

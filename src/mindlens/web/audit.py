@@ -31,6 +31,10 @@ class NotReady(Exception):
     """The audit is still being computed (HTTP 503, retry in a moment)."""
 
 
+class Failed(Exception):
+    """The audit could not be read or computed (HTTP 500, with the reason in words)."""
+
+
 class Unknown(KeyError):
     """No such audit, class, strategy or image (HTTP 404); the message says what exists."""
 
@@ -47,7 +51,7 @@ class Served:
     kind: str  # "audit" (a folder of `mindlens audit`) or "store" (audited here)
     method: str | None
     state: str = "waiting"  # waiting, computing, ready, error
-    error: MindlensError | Exception | None = None
+    error: str | None = None
     result: dict[str, Any] | None = None
     labels: list[str] | None = None  # the model's class names (the store's manifest)
     where: dict[int, tuple[str, int]] = field(default_factory=dict)  # position -> class, row
@@ -57,7 +61,7 @@ class Served:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "source": str(self.source), "kind": self.kind,
                                "method": self.method, "state": self.state,
-                               "error": None if self.error is None else str(self.error)}
+                               "error": self.error}
         if self.state == "computing" and self.started is not None:
             out["elapsed_s"] = round(time.monotonic() - self.started, 1)
         if self.result is not None:
@@ -148,8 +152,10 @@ class Audits:
             s.where = {int(row["position"]): (cls, j) for cls, c in r["classes"].items()
                        for j, row in enumerate(c["rows"])}
             s.result, s.state = r, "ready"
-        except Exception as e:  # shown to the page as the audit's state
-            s.error, s.state = e, "error"
+        except MindlensError as e:  # shown to the page as the audit's state
+            s.error, s.state = str(e), "error"
+        except Exception as e:  # e.g. a damaged store: said in one line, not a traceback
+            s.error, s.state = f"{type(e).__name__}: {e}", "error"
         s.seconds = round(time.monotonic() - s.started, 2)
 
     # -- look-ups (raise Unknown, NotReady, or the audit's own error) ----------------------
@@ -162,8 +168,7 @@ class Audits:
     def ready(self, name: str) -> tuple[Served, dict[str, Any]]:
         s = self.get(name)
         if s.state == "error":
-            assert s.error is not None
-            raise s.error
+            raise Failed(f"the audit {name!r} of {s.source} failed: {s.error}")
         if s.result is None:
             raise NotReady(f"the audit {name!r} is still being computed ({s.state})")
         return s, s.result

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .audit import Audits, NotReady, Unknown
+from .audit import Audits, Failed, NotReady, Unknown
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_S = 1
@@ -27,6 +27,10 @@ def register(app: FastAPI, audits: Audits) -> None:
     @app.exception_handler(Unknown)
     async def unknown(_r: Request, e: Unknown) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=404)
+
+    @app.exception_handler(Failed)
+    async def failed(_r: Request, e: Failed) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=500)
 
     @app.exception_handler(NotReady)
     async def not_ready(_r: Request, e: NotReady) -> JSONResponse:
