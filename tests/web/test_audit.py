@@ -166,6 +166,15 @@ def test_page_headers_and_openapi(client) -> None:
     assert "/api/explain" not in paths  # no model served: only the audit view
 
 
+def test_explain_page_lists_no_audits_without_them(tmp_path: Path) -> None:
+    from ..tinynet import write_card
+
+    with TestClient(create_app({"tiny": write_card(tmp_path)})) as c:
+        assert c.get("/api/audits").json() == []  # the page's link stays hidden
+        assert c.get("/api/audits/any").status_code == 404
+        assert 'id="audit-link"' in c.get("/").text
+
+
 def test_bad_audit_paths_are_refused_in_words(tmp_path: Path, tiny) -> None:
     with pytest.raises(InputError, match="neither a scan store"):
         create_app({}, audits=[tmp_path])

@@ -62,8 +62,8 @@ def create_app(models: Mapping[str, Classifier | str | Path],
     if images_dir is not None:
         pics += folder_pictures(Path(images_dir), None if masks_dir is None else Path(masks_dir),
                                 max_pixels)
-    views = Audits(audits, max_pixels) if audits else None
-    service = None if views is not None and not clfs else Service(
+    views = Audits(audits or [], max_pixels)  # GET /api/audits lists none without
+    service = None if audits and not clfs else Service(
         clfs, pics, unit=unit, words=words, workers=workers, queue=queue,
         max_pixels=max_pixels, target=target, params=params, cache_size=cache_size)
 
@@ -72,8 +72,7 @@ def create_app(models: Mapping[str, Classifier | str | Path],
         yield
         if service is not None:
             service.close()
-        if views is not None:
-            views.close()
+        views.close()
 
     app = FastAPI(title=f"{title} API", version=__version__, docs_url=None, redoc_url=None,
                   lifespan=lifespan,
@@ -89,9 +88,8 @@ def create_app(models: Mapping[str, Classifier | str | Path],
     _health(app)
     if service is not None:
         _api(app, service, max_bytes)
-    if views is not None:
-        audit_api.register(app, views)
-        views.start()
+    audit_api.register(app, views)
+    views.start()
     return app
 
 
