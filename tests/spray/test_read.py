@@ -14,14 +14,12 @@ import pytest
 from mindlens.errors import InputError
 from mindlens.spray import read_audit
 
-from .tiny import tiny_audit
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    return tiny_audit(tmp_path_factory.mktemp("tiny-audit"))
+def tiny(tiny_audit: tuple[Path, Path, dict]) -> tuple[Path, Path, dict]:
+    return tiny_audit
 
 
 def test_read_back_equals_the_audit(tiny) -> None:

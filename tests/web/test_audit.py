@@ -26,16 +26,14 @@ from mindlens.errors import InputError
 from mindlens.scans import read_index
 from mindlens.web import create_app
 
-from ..spray.tiny import tiny_audit
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOKEN = "audit-t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    return tiny_audit(tmp_path_factory.mktemp("audit-view"))
+def tiny(tiny_audit: tuple[Path, Path, dict]) -> tuple[Path, Path, dict]:
+    return tiny_audit
 
 
 def ready(c: TestClient, name: str, headers: dict | None = None, wait_s: float = 60) -> dict:

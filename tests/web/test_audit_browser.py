@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..browser import driver
-from ..spray.tiny import tiny_audit
 from .test_browser import _free_port, _until
 
 pytest.importorskip("fastapi")
@@ -22,10 +22,10 @@ TOKEN = "browser-t0ken"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+def server(tiny_audit: tuple[Path, Path, dict]):
     from mindlens.web import create_app
 
-    store, _, result = tiny_audit(tmp_path_factory.mktemp("audit-browser"))
+    store, _, result = tiny_audit
     app = create_app({}, audits=[store], token=TOKEN)  # audited by the server as it starts
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
