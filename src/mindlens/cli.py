@@ -523,6 +523,9 @@ def serve_cmd(
         "--audit", help="a scan store or a folder of `mindlens audit` (repeatable): the "
         "strategy audit view at /audit; a store is audited when the server starts (no "
         "--model needed)")] = None,
+    audit_region: Annotated[str, typer.Option(
+        help="what the masks of an --audit store mark, for the flags' words (e.g. lesion)")
+                            ] = "region",
 ) -> None:
     """Serve a web page (and a JSON API, spec at /openapi.json, rendered at /docs) that
     explains the model's decision on an uploaded image: the verdict and the trusted
@@ -551,13 +554,14 @@ def serve_cmd(
         web = create_app({"retina": load_demo_model("retina")}, unit=unit or
                          demo_unit_path("retina"), token=token, pictures=demo_pictures(),
                          words=WORDS, target=1, title="mindlens demo",
-                         params=demo_request(["gradcam"]).params, audits=audit, **kw)
+                         params=demo_request(["gradcam"]).params, audits=audit,
+                         audit_region=audit_region, **kw)
     else:
         if not model and not audit:
             raise typer.BadParameter("give --model CARD (repeatable), --audit STORE, or --demo")
         names = _model_names(model or [])
         web = create_app(dict(zip(names, model or [], strict=True)), images, masks, unit, token,
-                         audits=audit, **kw)
+                         audits=audit, audit_region=audit_region, **kw)
     shown = "localhost" if host in LOOPBACK else host
     link = f"http://{shown}:{port}/" + (f"login?token={token}" if token else "")
     out.print(f"mindlens serve: open {link}", highlight=False)

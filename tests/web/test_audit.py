@@ -50,7 +50,8 @@ def ready(c: TestClient, name: str, headers: dict | None = None, wait_s: float =
 @pytest.fixture(scope="module")
 def client(tiny):
     store, folder, _ = tiny
-    with TestClient(create_app({}, audits=[folder, store], token=TOKEN)) as c:
+    with TestClient(create_app({}, audits=[folder, store], token=TOKEN,
+                                audit_region="lesion")) as c:
         c.headers.update(AUTH)
         yield c
 
@@ -198,7 +199,7 @@ def test_serve_with_audit_needs_no_model(monkeypatch, tiny) -> None:
     _, folder, _ = tiny
     started = []
     monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(a))
-    r = CliRunner().invoke(cli, ["serve", "--audit", str(folder)])
+    r = CliRunner().invoke(cli, ["serve", "--audit", str(folder), "--audit-region", "lesion"])
     assert r.exit_code == 0, r.output
     assert "/audit" in r.output
     web = started[-1][0]

@@ -44,7 +44,8 @@ def create_app(models: Mapping[str, Classifier | str | Path],
                params: dict[str, dict[str, Any]] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 2, queue: int = 8,
                cache_size: int = 128, title: str = "mindlens",
-               audits: Sequence[str | Path] | None = None) -> FastAPI:
+               audits: Sequence[str | Path] | None = None,
+               audit_region: str = "region") -> FastAPI:
     """The app serving ``models`` (name -> classifier or model card path).
 
     ``images_dir`` (and ``masks_dir``, masks by file stem) or ``pictures``: images the page
@@ -53,7 +54,8 @@ def create_app(models: Mapping[str, Classifier | str | Path],
     map explains unless the request names one (the demo explains "diseased"); ``params``:
     per-method parameters (``{"occlusion": {"window": 16}}``). ``audits``: scan stores or
     folders of ``mindlens audit`` shown at ``/audit`` (stores are audited in the
-    background); with audits, ``models`` may be empty (the page is then the audit view).
+    background; ``audit_region``: what their masks mark, for the flags' words); with
+    audits, ``models`` may be empty (the page is then the audit view).
     """
     from ..model_card import load_model
 
@@ -62,7 +64,7 @@ def create_app(models: Mapping[str, Classifier | str | Path],
     if images_dir is not None:
         pics += folder_pictures(Path(images_dir), None if masks_dir is None else Path(masks_dir),
                                 max_pixels)
-    views = Audits(audits or [], max_pixels)  # GET /api/audits lists none without
+    views = Audits(audits or [], max_pixels, audit_region)  # none: GET /api/audits is []
     service = None if audits and not clfs else Service(
         clfs, pics, unit=unit, words=words, workers=workers, queue=queue,
         max_pixels=max_pixels, target=target, params=params, cache_size=cache_size)

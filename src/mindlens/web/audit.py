@@ -121,9 +121,11 @@ def discover(paths: Sequence[str | Path]) -> list[Served]:
 class Audits:
     """The served audits: computed or read in one background thread, then looked up."""
 
-    def __init__(self, paths: Sequence[str | Path], max_pixels: int | None = None) -> None:
+    def __init__(self, paths: Sequence[str | Path], max_pixels: int | None = None,
+                 region: str = "region") -> None:
         self.audits = {s.name: s for s in discover(paths)}
         self.max_pixels = max_pixels
+        self.region = region  # what the masks mark, for the flags of stores audited here
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mindlens-audit")
         self._pictures: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -143,7 +145,8 @@ class Audits:
 
         s.state, s.started = "computing", time.monotonic()
         try:
-            r = read_audit(s.source) if s.kind == "audit" else audit(s.source, method=s.method)
+            r = read_audit(s.source) if s.kind == "audit" else audit(
+                s.source, method=s.method, region=self.region)
             manifest = Path(r["store"]) / "manifest.json"
             model = json.loads(manifest.read_text(encoding="utf-8")).get("model", {}) \
                 if manifest.is_file() else {}
