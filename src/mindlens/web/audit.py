@@ -50,7 +50,7 @@ class Served:
     source: Path
     kind: str  # "audit" (a folder of `mindlens audit`) or "store" (audited here)
     method: str | None
-    state: str = "waiting"  # waiting, computing, ready, error
+    state: str = "waiting"  # waiting, queued, computing, ready, error
     error: str | None = None
     result: dict[str, Any] | None = None
     labels: list[str] | None = None  # the model's class names (the store's manifest)
@@ -127,7 +127,7 @@ class Audits:
         self.max_pixels = max_pixels
         self.region = region  # what the masks mark, for the flags of stores audited here
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mindlens-audit")
-        self._pictures: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._pictures: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -161,7 +161,7 @@ class Audits:
             s.error, s.state = f"{type(e).__name__}: {e}", "error"
         s.seconds = round(time.monotonic() - s.started, 2)
 
-    # -- look-ups (raise Unknown, NotReady, or the audit's own error) ----------------------
+    # -- look-ups (raise Unknown, NotReady or Failed) ----------------------------------------
     def get(self, name: str) -> Served:
         if name not in self.audits:
             raise Unknown(f"no served audit is named {name!r}; served: "
