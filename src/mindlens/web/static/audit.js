@@ -223,7 +223,7 @@ async function showPoint(box, pos) {
   }
   const stratCell = el("span");
   stratCell.append(strategy, flagged(cl) ? el("span", " ⚠ flagged", "warn") : "");
-  const side = el("div");
+  const side = el("div", null, "facts");
   side.append(figures([
     ["label", row.label ?? "not known"],
     ["the model says", `${row.predicted_name} (${(100 * row.top[0].probability).toFixed(1)}%)`],
@@ -233,7 +233,7 @@ async function showPoint(box, pos) {
     ["position in the index", String(row.position)],
   ]), el("h3", "Top classes"), top);
   for (const f of row.cluster_flags) side.append(el("p", f, "flag"));
-  const left = el("div", null, "side");
+  const left = el("div", null, "pic");
   left.append(img, legend, toggle);
   const cols = el("div", null, "row");
   cols.append(left, side);
