@@ -25,8 +25,9 @@ def _flag(cls: str, share: float, loc: dict[str, Any], in_mask: float | None,
           region: str) -> str | None:
     if not loc["fixed"]:
         return None
-    text = (f"In {100 * share:.0f}% of the images called '{cls}' the evidence sits at a fixed "
-            f"place, the {loc['where']}")
+    place = (f"at a fixed place, the {loc['where']}" if loc["where"] != location.SPREAD
+             else f"at the same places in every image, {location.SPREAD}")
+    text = f"In {100 * share:.0f}% of the images called '{cls}' the evidence sits {place}"
     if in_mask is not None and in_mask < 0.2:
         text += f", where no {region} is marked ({100 * in_mask:.0f}% of it inside the marks)"
     return text + "."

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 FIXED = 0.8
+SPREAD = "spread over the image"
 CELLS = (("upper-left corner", "top edge", "upper-right corner"),
          ("left edge", "centre", "right edge"),
          ("lower-left corner", "bottom edge", "lower-right corner"))
@@ -52,7 +53,7 @@ def where(mean: np.ndarray, least: float = 0.2) -> str:
     cells = sorted(((share[i, j], CELLS[i][j]) for i in range(3) for j in range(3)
                     if share[i, j] >= least), reverse=True)
     if not cells:
-        return "spread over the image"
+        return SPREAD
     names = [c[1] for c in cells]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
