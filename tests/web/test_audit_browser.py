@@ -61,8 +61,7 @@ def test_audit_view_end_to_end(server) -> None:
         dots = d.find_elements(By.CSS_SELECTOR, "#scatter circle")
         assert len(dots) == len(c["embedding_2d"]["positions"])
         assert {x.get_attribute("data-cluster") for x in dots} == {str(i) for i in range(c["k"])}
-        assert d.find_element(By.CSS_SELECTOR, "#classes button.sel").get_attribute(
-            "data-cls") == cls
+        assert _attr(d, "#classes button.sel", "data-cls") == cls
         assert _text(d, "#flags")  # the flags in words, or that there are none
         # click a point: its image with the map, its index row
         dot = dots[len(dots) // 2]
@@ -72,14 +71,13 @@ def test_audit_view_end_to_end(server) -> None:
         row = next(r for r in c["rows"] if str(r["position"]) == pos)
         _until(d, lambda: _text(d, "#detail h2") == row["id"], "the point's detail")
         _until(d, lambda: _loaded(d, "#picture", 320), "its image with the map")
-        assert d.find_element(By.CSS_SELECTOR, "#scatter circle.sel").get_attribute(
-            "data-position") == pos
+        assert _attr(d, "#scatter circle.sel", "data-position") == pos
         detail = _text(d, "#detail")
         assert row["predicted_name"] in detail and "the model says" in detail
         assert "Grad-CAM" in detail and "the expert's marks" in detail  # map and marks legend
         # hide the map
         d.find_element(By.ID, "overlay").click()
-        _until(d, lambda: d.find_element(By.ID, "picture").get_attribute("data-overlay") == "0",
+        _until(d, lambda: _attr(d, "#picture", "data-overlay") == "0",
                "the image without the map")
         assert "overlay=0" in d.current_url
         # click a strategy: its mean map and a grid of its most typical images
@@ -94,9 +92,8 @@ def test_audit_view_end_to_end(server) -> None:
         if c["k"] > 1:
             assert d.find_elements(By.CSS_SELECTOR, "#scatter circle.faded")
         # open a typical image from the grid
-        first = d.find_element(By.CSS_SELECTOR, "#typical button")
-        target = first.get_attribute("data-position")
-        first.click()
+        target = _attr(d, "#typical button", "data-position")
+        d.find_element(By.CSS_SELECTOR, f"#typical button[data-position='{target}']").click()
         _until(d, lambda: f"point={target}" in d.current_url, "the typical image opened")
         _until(d, lambda: _loaded(d, "#picture", 320), "its picture")
         # the shared link reproduces the view
@@ -104,15 +101,20 @@ def test_audit_view_end_to_end(server) -> None:
         d.get("about:blank")
         d.get(link)
         _until(d, lambda: _loaded(d, "#picture", 320), "the same image again")
-        assert d.find_element(By.CSS_SELECTOR, "#scatter circle.sel").get_attribute(
-            "data-position") == target
+        assert _attr(d, "#scatter circle.sel", "data-position") == target
         assert not _text(d, "#status")
     finally:
         d.quit()
 
 
 def _text(d: Any, css: str) -> str:
-    from selenium.webdriver.common.by import By
+    """The text of the first element matching ``css`` (read in one step in the page: the
+    view re-renders while the test waits, so a found element may be gone a moment later)."""
+    return d.execute_script("const e = document.querySelector(arguments[0]);"
+                            "return e ? e.innerText : '';", css)
 
-    found = d.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+
+def _attr(d: Any, css: str, name: str) -> str | None:
+    """An attribute of the first element matching ``css``, read in one step."""
+    return d.execute_script("const e = document.querySelector(arguments[0]);"
+                            "return e ? e.getAttribute(arguments[1]) : null;", css, name)
