@@ -79,7 +79,10 @@ async function loadAudit() {
 async function loadClass() {
   writeHash();
   for (const b of document.querySelectorAll("#classes button")) b.classList.toggle("sel", b.dataset.cls === state.cls);
-  view = await (await api(classPath())).json();
+  const asked = classPath();
+  const answer = await (await api(asked)).json();
+  if (asked !== classPath()) return;   // another class was chosen meanwhile
+  view = answer;
   $("#view").hidden = false;
   const flags = $("#flags");
   flags.replaceChildren(...view.flags.map((f) => el("p", f, "flag")));
@@ -173,12 +176,15 @@ function select(point, cluster) {
 }
 
 // -- the detail: one image, or one strategy --------------------------------------------------
+let ticket = 0;   // the latest detail asked for: an older answer arriving late is dropped
 async function showDetail() {
+  const mine = ++ticket;
   const box = $("#detail");
-  if (state.point !== "") await showPoint(box, Number(state.point));
-  else if (state.cluster !== "") await showCluster(box, Number(state.cluster));
+  const current = () => mine === ticket;
+  if (state.point !== "") await showPoint(box, Number(state.point), current);
+  else if (state.cluster !== "") await showCluster(box, Number(state.cluster), current);
   else box.replaceChildren(el("p", "Click a dot to see that image with its map, or a strategy to see its most typical images.", "hint"));
-  done();
+  if (current()) done();
 }
 
 function figures(rows) {
@@ -193,12 +199,14 @@ function figures(rows) {
   return t;
 }
 
-async function showPoint(box, pos) {
+async function showPoint(box, pos, current) {
   const row = await (await api(`${base()}/images/${pos}`)).json();
   const r = await api(`${base()}/images/${pos}.png?overlay=${state.overlay === "1"}&size=320`);
   const marks = r.headers.get("X-Marks-Colour");
+  const blob = await r.blob();
+  if (!current()) return;
   if (pictureUrl) URL.revokeObjectURL(pictureUrl);
-  pictureUrl = URL.createObjectURL(await r.blob());
+  pictureUrl = URL.createObjectURL(blob);
   const h = el("h2", row.id);
   const img = el("img", null, "picture");
   img.src = pictureUrl; img.alt = `${row.id} with its map`; img.id = "picture";
@@ -240,8 +248,9 @@ async function showPoint(box, pos) {
   box.replaceChildren(h, cols);
 }
 
-async function showCluster(box, k) {
+async function showCluster(box, k, current) {
   const cl = await (await api(`${classPath()}/clusters/${k}`)).json();
+  if (!current()) return;
   const h = el("h2");
   const dot = el("span", null, "dot" + (flagged(cl) ? " flagged" : ""));
   dot.style.background = cl.colour;
