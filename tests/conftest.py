@@ -112,3 +112,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_audit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """A tiny scanned store and its audit (``tests/spray/tiny.py``), built once: the
+    audit reader's and the web audit view's tests only read it (or copy it)."""
+    from .spray.tiny import tiny_audit as build
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build(tmp_path_factory.mktemp("tiny-audit"))
+    finally:
+        torch.set_num_threads(before)

@@ -519,10 +519,18 @@ def serve_cmd(
     max_pixels: Annotated[int, typer.Option(help="largest image, pixels (from its header)")
                           ] = 50_000_000,
     workers: Annotated[int, typer.Option(min=1, help="explanations at once")] = 2,
+    audit: Annotated[list[Path] | None, typer.Option(
+        "--audit", help="a scan store or a folder of `mindlens audit` (repeatable): the "
+        "strategy audit view at /audit; a store is audited when the server starts (no "
+        "--model needed)")] = None,
+    audit_region: Annotated[str, typer.Option(
+        help="what the masks of an --audit store mark, for the flags' words (e.g. lesion)")
+                            ] = "region",
 ) -> None:
     """Serve a web page (and a JSON API, spec at /openapi.json, rendered at /docs) that
     explains the model's decision on an uploaded image: the verdict and the trusted
-    picture first, the other methods on demand."""
+    picture first, the other methods on demand. With --audit, also the model's strategies
+    across a dataset: per class, the images placed by their explanations, by strategy."""
     try:
         import uvicorn
 
@@ -546,15 +554,20 @@ def serve_cmd(
         web = create_app({"retina": load_demo_model("retina")}, unit=unit or
                          demo_unit_path("retina"), token=token, pictures=demo_pictures(),
                          words=WORDS, target=1, title="mindlens demo",
-                         params=demo_request(["gradcam"]).params, **kw)
+                         params=demo_request(["gradcam"]).params, audits=audit,
+                         audit_region=audit_region, **kw)
     else:
-        if not model:
-            raise typer.BadParameter("give --model CARD (repeatable), or --demo")
-        names = _model_names(model)
-        web = create_app(dict(zip(names, model, strict=True)), images, masks, unit, token, **kw)
+        if not model and not audit:
+            raise typer.BadParameter("give --model CARD (repeatable), --audit STORE, or --demo")
+        names = _model_names(model or [])
+        web = create_app(dict(zip(names, model or [], strict=True)), images, masks, unit, token,
+                         audits=audit, audit_region=audit_region, **kw)
     shown = "localhost" if host in LOOPBACK else host
     link = f"http://{shown}:{port}/" + (f"login?token={token}" if token else "")
     out.print(f"mindlens serve: open {link}", highlight=False)
+    if audit:
+        out.print(f"the strategy audit: http://{shown}:{port}/audit (after the link above "
+                  f"when a token is set)", highlight=False)
     uvicorn.run(web, host=host, port=port, log_level="warning")
 
 

@@ -32,8 +32,9 @@ def _flag(who: str, share: float, loc: dict[str, Any], in_mask: float | None,
           region: str) -> str | None:
     if not loc["fixed"]:
         return None
-    text = (f"In {100 * share:.0f}% of {who} the evidence sits at a fixed place, the "
-            f"{loc['where']}")
+    place = (f"at a fixed place, the {loc['where']}" if loc["where"] != location.SPREAD
+             else f"at the same places in every image, {location.SPREAD}")
+    text = f"In {100 * share:.0f}% of {who} the evidence sits {place}"
     if in_mask is not None and in_mask < 0.2:
         text += f", where no {region} is marked ({100 * in_mask:.0f}% of it inside the marks)"
     return text + "."
@@ -62,7 +63,7 @@ def _cluster(who: str, n: int, members: np.ndarray, rows: list[dict[str, Any]],
         "typical": [int(i) for i in typical],
         "members": [{"id": rows[i]["id"], "path": rows[i]["path"]} for i in members],
         "flags": [flag] if flag else [],
-        "mean_map": location.positive_unit(sub).mean(0),
+        "mean_map": location.mean_map(sub),
         "typical_maps": maps[typical],
     }
 
@@ -94,13 +95,22 @@ def audit_class(cls: str, rows: list[dict[str, Any]], maps: np.ndarray, method: 
         "near_zero": res.gap.near_zero,
         "clear_gap": res.gap.clear, "note": note,
         "in_mask": float(np.mean(marks)) if marks else None,
-        "mean_map": location.positive_unit(maps).mean(0),
+        "mean_map": location.mean_map(maps),
         "clusters": clusters, "labels": [int(v) for v in res.labels],
         "embedding_2d": {"positions": [int(i) for i in shown],
                          "xy": [[float(a), float(b)] for a, b in xy]},
         "flags": [f for c in clusters for f in c["flags"]],
         "rows": rows,
     }
+
+
+def class_positions(rows: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """The index rows of each explained class (``target_name``), in index order: the
+    order of a class's ``rows``, ``labels`` and embedding positions in the audit."""
+    by_class: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_class.setdefault(str(r["target_name"]), []).append(i)
+    return by_class
 
 
 def audit(store: str | Path, out: str | Path | None = None, method: str | None = None,
@@ -121,9 +131,7 @@ def audit(store: str | Path, out: str | Path | None = None, method: str | None =
     if method not in layout["methods"]:
         raise InputError(f"{store} has no maps of {method!r}; it has {layout['methods']}")
     rows = read_index(store)
-    by_class: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_class.setdefault(str(r["target_name"]), []).append(i)
+    by_class = class_positions(rows)
     wanted = list(classes) if classes else sorted(by_class)
     unknown = [c for c in wanted if c not in by_class]
     if unknown:

@@ -6,35 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import numpy as np
-from PIL import Image
 
-from ..render.colors import colorize, to_display
-from ..render.overlay import overlay, png_data_uri
+from ..render.overlay import png_data_uri
 from ..runs import write_atomic
+from .pictures import cluster_colour, image_picture, map_pixels
 
 THUMB = 96
 
 
-def _colour(i: int) -> str:
-    r, g, b, _ = matplotlib.colormaps["tab10"](i % 10)
-    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-
-
 def _map_uri(m: np.ndarray) -> str:
-    return png_data_uri(colorize(to_display(m, signed=False)), 160)
+    return png_data_uri(map_pixels(m), 160)
 
 
-def _thumb(path: str, m: np.ndarray) -> str:
-    disp = to_display(np.asarray(Image.fromarray(m.astype(np.float32)).resize(
-        (THUMB, THUMB), Image.BILINEAR)), signed=False)
-    try:
-        with Image.open(path) as im:
-            pixels = np.asarray(im.convert("RGB").resize((THUMB, THUMB), Image.BILINEAR))
-        return png_data_uri(overlay(pixels, disp), None)
-    except OSError:  # the image moved: the map alone
-        return png_data_uri(colorize(disp), None)
+def _thumb(row: dict[str, Any], m: np.ndarray) -> str:
+    return png_data_uri(image_picture(row["path"], m, THUMB, row.get("mask")).pixels, None)
 
 
 def _spectrum(eig: list[float], k: int, w: int = 300, h: int = 150) -> str:
@@ -58,7 +44,7 @@ def _scatter(xy: list[list[float]], labels: list[int], w: int = 300) -> str:
     lo, hi = a.min(0), a.max(0)
     span = np.where(hi - lo > 0, hi - lo, 1)
     p = 8 + (a - lo) / span * (w - 16)
-    dots = [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{_colour(c)}"/>'
+    dots = [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{cluster_colour(c)}"/>'
             for (x, y), c in zip(p, labels, strict=True)]
     return f'<svg width="{w}" height="{w}" role="img">{"".join(dots)}</svg>'
 
@@ -73,10 +59,10 @@ def write_html(result: dict[str, Any], path: Path) -> Path:
         shown = c["embedding_2d"]["positions"]
         clusters = []
         for i, cl in enumerate(c["clusters"]):
-            thumbs = [{"id": rows[j]["id"], "src": _thumb(rows[j]["path"], m)}
+            thumbs = [{"id": rows[j]["id"], "src": _thumb(rows[j], m)}
                       for j, m in zip(cl["typical"], cl["typical_maps"], strict=True)]
-            clusters.append({**cl, "colour": _colour(i), "mean_map": _map_uri(cl["mean_map"]),
-                             "thumbs": thumbs})
+            clusters.append({**cl, "colour": cluster_colour(i),
+                             "mean_map": _map_uri(cl["mean_map"]), "thumbs": thumbs})
         ratio = c["gap_ratio"]
         who = c.get("who") or f"the images called '{name}'"
         classes.append({**c, "name": name, "clusters": clusters,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 FIXED = 0.8
+SPREAD = "spread over the image"
 CELLS = (("upper-left corner", "top edge", "upper-right corner"),
          ("left edge", "centre", "right edge"),
          ("lower-left corner", "bottom edge", "lower-right corner"))
@@ -24,6 +25,11 @@ def positive_unit(maps: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(maps, dtype=np.float32), 0, None)
     s = p.sum((1, 2), keepdims=True)
     return np.divide(p, s, out=np.zeros_like(p), where=s > 0)
+
+
+def mean_map(maps: np.ndarray) -> np.ndarray:
+    """The mean of the maps' positive parts, each scaled to sum 1 (a group's evidence)."""
+    return positive_unit(maps).mean(0)
 
 
 def border_share(p: np.ndarray) -> np.ndarray:
@@ -47,7 +53,7 @@ def where(mean: np.ndarray, least: float = 0.2) -> str:
     cells = sorted(((share[i, j], CELLS[i][j]) for i in range(3) for j in range(3)
                     if share[i, j] >= least), reverse=True)
     if not cells:
-        return "spread over the image"
+        return SPREAD
     names = [c[1] for c in cells]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 

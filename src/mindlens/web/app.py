@@ -1,15 +1,16 @@
 """The FastAPI app of ``mindlens serve``: the page and the JSON API.
 
-``create_app(models, images_dir, masks_dir, unit, token)`` builds it. The API
+``create_app(models, images_dir, masks_dir, unit, token, audits=...)`` builds it. The API
 (``/api/explain``, ``/api/jobs``, ``/api/report``, ``/api/models``, ``/api/methods``,
-``/api/images``, ``/api/health``) is described by ``/openapi.json``; ``/docs`` renders that
+``/api/images``, ``/api/health``, and ``/api/audits...`` with ``audits``: see
+:mod:`.audit_api`) is described by ``/openapi.json``; ``/docs`` renders that
 spec with the page's own script (no Swagger UI from a CDN: the app works offline).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ from .. import __version__, methods
 from ..errors import MindlensError
 from ..model import Classifier
 from ..verdict import DEFAULT_FRACTION, Words
+from . import audit_api
+from .audit import Audits
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TooLarge
 from .pictures import Picture, folder_pictures
 from .security import COOKIE, Guard, read_limited, token_ok
@@ -40,14 +43,19 @@ def create_app(models: Mapping[str, Classifier | str | Path],
                target: int | str | None = None,
                params: dict[str, dict[str, Any]] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 2, queue: int = 8,
-               cache_size: int = 128, title: str = "mindlens") -> FastAPI:
+               cache_size: int = 128, title: str = "mindlens",
+               audits: Sequence[str | Path] | None = None,
+               audit_region: str = "region") -> FastAPI:
     """The app serving ``models`` (name -> classifier or model card path).
 
     ``images_dir`` (and ``masks_dir``, masks by file stem) or ``pictures``: images the page
     offers as thumbnails, addressed by id. ``unit``: a trained MACE unit (adds ``mace``).
     ``token``: required on every API call but ``/api/health``. ``target``: the class every
     map explains unless the request names one (the demo explains "diseased"); ``params``:
-    per-method parameters (``{"occlusion": {"window": 16}}``).
+    per-method parameters (``{"occlusion": {"window": 16}}``). ``audits``: scan stores or
+    folders of ``mindlens audit`` shown at ``/audit`` (stores are audited in the
+    background; ``audit_region``: what their masks mark, for the flags' words); with
+    audits, ``models`` may be empty (the page is then the audit view).
     """
     from ..model_card import load_model
 
@@ -56,13 +64,17 @@ def create_app(models: Mapping[str, Classifier | str | Path],
     if images_dir is not None:
         pics += folder_pictures(Path(images_dir), None if masks_dir is None else Path(masks_dir),
                                 max_pixels)
-    service = Service(clfs, pics, unit=unit, words=words, workers=workers, queue=queue,
-                      max_pixels=max_pixels, target=target, params=params,
-                      cache_size=cache_size)
+    views = Audits(audits or [], max_pixels, audit_region)  # none: GET /api/audits is []
+    service = None if audits and not clfs else Service(
+        clfs, pics, unit=unit, words=words, workers=workers, queue=queue,
+        max_pixels=max_pixels, target=target, params=params, cache_size=cache_size)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        service.close()
+        if service is not None:
+            service.close()
+        views.close()
 
     app = FastAPI(title=f"{title} API", version=__version__, docs_url=None, redoc_url=None,
                   lifespan=lifespan,
@@ -75,7 +87,11 @@ def create_app(models: Mapping[str, Classifier | str | Path],
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _errors(app)
     _pages(app)
-    _api(app, service, max_bytes)
+    _health(app)
+    if service is not None:
+        _api(app, service, max_bytes)
+    audit_api.register(app, views)
+    views.start()
     return app
 
 
@@ -96,7 +112,9 @@ def _errors(app: FastAPI) -> None:
 
 def _pages(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
+    async def index() -> Response:
+        if app.state.service is None:  # audits only
+            return RedirectResponse("/audit", status_code=307)
         return FileResponse(STATIC / "index.html")
 
     @app.get("/docs", include_in_schema=False)
@@ -148,12 +166,14 @@ async def _ask(service: Service, form: Form_, max_bytes: int) -> Ask:
                                                        mask=mask, **form.fields))
 
 
-def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
+def _health(app: FastAPI) -> None:
     @app.get("/api/health", tags=["server"])
     async def health() -> dict[str, Any]:
         """Whether the server is up (needs no token)."""
         return {"status": "ok", "version": __version__}
 
+
+def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
     @app.get("/api/models", tags=["catalogue"])
     async def models() -> list[dict[str, Any]]:
         """The served models with their class names."""
