@@ -19,8 +19,12 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 
 from mindlens import cases
+from mindlens.io import as_image_array, pil_to_array
 from mindlens.model_card import load_model
+from mindlens.render.colors import colorize, to_display
+from mindlens.render.evidence import as_rgb
 from mindlens.web import create_app
+from mindlens.web.limits import decode_image
 from mindlens.web.service import Busy, Service
 
 from ..conftest import assert_untouched, fingerprint
@@ -120,6 +124,27 @@ def test_explain_is_the_case_of_cases_run(client, clf):
     assert m["png"].startswith("data:image/png;base64,")
     assert got["classes"][0]["index"] == got["decision"]["index"]
     assert got["trusted_picture"]["png"].startswith("data:image/png;base64,")
+    # the pictures are the presentation's pixels, losslessly
+    def pixels(uri: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    e = case.explanations["gradcam"]
+    np.testing.assert_array_equal(pixels(m["png"]), colorize(to_display(
+        e.maps[0, 0].numpy(), e.signed, 99.5 if e.raw is not None else None)))
+    np.testing.assert_array_equal(pixels(got["trusted_picture"]["png"]),
+                                  cases.trusted_picture(case).pixels)
+    np.testing.assert_array_equal(pixels(got["image"]), as_rgb(case.pixels))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "I;16", "P"])
+def test_uploads_decode_to_the_pixels_pil_to_array_gives(mode):
+    a = np.random.default_rng(3).integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    img = Image.fromarray(a).convert("RGBA" if mode == "LA" else "RGB").convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    got = decode_image(buf.getvalue())
+    want = pil_to_array(Image.open(io.BytesIO(buf.getvalue())))
+    assert got.ndim == 3 and got.shape[2] == want.shape[2]
+    np.testing.assert_array_equal(as_image_array(got), want)
 
 
 def test_target_by_name_mask_gives_verdict_and_cache(client):

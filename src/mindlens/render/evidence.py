@@ -63,10 +63,21 @@ def distinct_colours(image: np.ndarray, n: int = 2) -> list[str]:
     px = as_rgb(image).reshape(-1, 3).astype(np.float32)
     if len(px) > 20000:
         px = px[np.random.default_rng(0).choice(len(px), 20000, replace=False)]
-    scores = {}
-    for name, rgb in PALETTE.items():
-        d = np.linalg.norm(px - np.asarray(rgb, np.float32), axis=1)
-        scores[name] = float(np.percentile(d, 2))
+    # per channel on contiguous columns (np.linalg.norm over [N, 3] rows is ~20x slower;
+    # the sums run in the same order, so the distances are the same to the bit)
+    r, g, b = np.ascontiguousarray(px.T)
+    names = list(PALETTE)
+    dist = np.empty((len(names), len(px)), np.float32)
+    for row, name in zip(dist, names, strict=True):
+        pr, pg, pb = (np.float32(v) for v in PALETTE[name])
+        x = r - pr
+        s = x * x
+        x = g - pg
+        s += x * x
+        x = b - pb
+        s += x * x
+        np.sqrt(s, out=row)
+    scores = dict(zip(names, np.percentile(dist, 2, axis=1).tolist(), strict=True))
     chosen: list[str] = []
     for _ in range(min(n, len(PALETTE))):
         def key(name: str) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import io
 import json
 import threading
 import time
@@ -28,13 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .. import cases, methods
 from ..errors import InputError
 from ..model import Classifier
 from ..render.colors import colorize, to_display
 from ..render.evidence import as_rgb
+from ..render.png import fast_png_uri
 from ..verdict import Words
 from .limits import DEFAULT_MAX_PIXELS, decode_image, digest
 from .pictures import Picture
@@ -248,7 +247,7 @@ class Service:
             return {**hit, "cached": True}
         with lane.lock:
             case = self._case(ask, lane.clf, [ask.method], job)
-            result = encode(case, ask.fraction)
+        result = encode(case, ask.fraction)  # off the lock: the next request may run
         result["model"] = ask.model
         self._store(ask, result)
         return {**result, "cached": False}
@@ -364,13 +363,6 @@ def _watch(job: Job) -> Callable[..., None]:
     return hook
 
 
-def png_uri(pixels: np.ndarray) -> str:
-    """A PNG data URI, compressed fast (zlib level 1): a page answer, not an archive."""
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
     """The JSON of one case: :meth:`Case.to_dict` (decision with the top classes,
     verdict, trusted method, map provenance), ``classes`` (the decision's top classes:
@@ -378,10 +370,10 @@ def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
     map its colours (PNG data URI) and raw values (base64 of little-endian float32)."""
     out = case.to_dict()
     out["classes"] = out["decision"]["top"]
-    out["image"] = png_uri(as_rgb(case.pixels))
+    out["image"] = fast_png_uri(as_rgb(case.pixels))
     pic = cases.trusted_picture(case, fraction)
     out["trusted_picture"] = None if pic is None else {
-        "png": png_uri(pic.pixels), "evidence_colour": pic.evidence_colour,
+        "png": fast_png_uri(pic.pixels), "evidence_colour": pic.evidence_colour,
         "marks_colour": pic.marks_colour}
     maps = []
     infos = iter(case.maps)
@@ -393,7 +385,7 @@ def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
             rgb = colorize(to_display(m, e.signed, clip))
             values = np.ascontiguousarray(m, dtype="<f4")
             maps.append({**info.to_dict(), "method": name,
-                         "png": png_uri(rgb),
+                         "png": fast_png_uri(rgb),
                          "values": base64.b64encode(values.tobytes()).decode(),
                          "shape": list(values.shape), "dtype": "float32"})
     out["maps"] = maps
