@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 import threading
 import time
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import cases, methods
+from .. import cases, methods, progress
 from ..errors import InputError
 from ..model import Classifier
 from ..render.colors import colorize, to_display
@@ -111,7 +112,13 @@ class Ask:
 
 @dataclass
 class Job:
-    """A slow explanation running in the background."""
+    """A slow explanation running in the background.
+
+    Its expected duration (``estimate_s``) comes, best first, from the method's own cost
+    estimate (:mod:`mindlens.progress`: its planned model passes x one timed pass), from
+    the planned passes x this model's measured time per image, or from the last run of the
+    method on this model; progress from the planned passes done, or from the images
+    through the model against the last run's count."""
 
     id: str
     ask: Ask
@@ -123,18 +130,40 @@ class Job:
     result: dict[str, Any] | None = None
     error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    planned: int | None = None  # model passes the method plans (progress reporter)
+    done: int = 0  # of those, done
+    estimate_s: float | None = None  # the expected duration of the whole job
+    per_image_s: float | None = None  # this model's time per image, from earlier jobs
+    timed: bool = False  # estimate_s is the method's own timed estimate
+
+    def report(self, _label: str, done: int, total: int) -> None:
+        """A :func:`mindlens.progress.reporting` reporter: the method's planned passes."""
+        if total and self.planned is None and not self.timed and self.per_image_s:
+            self.estimate_s = total * self.per_image_s
+        self.done, self.planned = done, total
+
+    def take_estimate(self, est: progress.Estimate) -> None:
+        """A :func:`mindlens.progress.estimating` sink: the method's timed estimate."""
+        self.estimate_s, self.timed = est.seconds, True
 
     def to_dict(self) -> dict[str, Any]:
         now = time.monotonic()
         elapsed = None if self.started is None else (self.finished or now) - self.started
-        progress = eta = None
+        progress_ = eta = None
         if self.state == "done":
-            progress = 1.0
+            progress_ = 1.0
+        elif self.planned and self.done:
+            progress_ = min(0.99, self.done / self.planned)
         elif self.expected and self.rows:
-            progress = min(0.99, self.rows / self.expected)
-            eta = elapsed / progress - elapsed if elapsed else None
+            progress_ = min(0.99, self.rows / self.expected)
+        if self.state in ("queued", "running"):
+            if progress_ and elapsed:
+                eta = elapsed / progress_ - elapsed
+            elif self.estimate_s is not None:
+                eta = max(0.0, self.estimate_s - (elapsed or 0.0))
         return {"id": self.id, "state": self.state, "method": self.ask.method,
-                "forward_passes": self.rows, "progress": progress, "elapsed_s": elapsed,
+                "forward_passes": self.rows, "planned_passes": self.planned,
+                "progress": progress_, "elapsed_s": elapsed, "estimate_s": self.estimate_s,
                 "eta_s": eta, "error": self.error, "result": self.result}
 
 
@@ -164,7 +193,9 @@ class Service:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
-        self._expected: dict[tuple[str, str], int] = {}
+        self._expected: dict[tuple[str, str], int] = {}  # images through the model
+        self._took: dict[tuple[str, str], float] = {}  # seconds, last run
+        self._per_image: dict[str, float] = {}  # seconds per image through the model
 
     # -- catalogue ----------------------------------------------------------------------
     def method_names(self) -> list[str]:
@@ -301,7 +332,9 @@ class Service:
         self._forget_old_jobs()
         if not self._slow_slots.acquire(blocking=False):
             raise Busy("the queue of slow methods is full")
-        job = Job(uuid.uuid4().hex, ask, expected=self._expected.get((ask.model, ask.method)))
+        job = Job(uuid.uuid4().hex, ask, expected=self._expected.get((ask.model, ask.method)),
+                  estimate_s=self._took.get((ask.model, ask.method)),
+                  per_image_s=self._per_image.get(ask.model))
         self.jobs[job.id] = job
         hit = self.cached(ask)
         if hit is not None:
@@ -319,9 +352,15 @@ class Service:
             return
         job.state, job.started = "running", time.monotonic()
         try:
-            job.result = self._explain(job.ask, self.models[job.ask.model].slow, job)
+            with progress.reporting(job.report), progress.estimating(job.take_estimate):
+                job.result = self._explain(job.ask, self.models[job.ask.model].slow, job)
             job.state = "done"
-            self._expected[(job.ask.model, job.ask.method)] = max(job.rows, 1)
+            key = (job.ask.model, job.ask.method)
+            self._expected[key] = max(job.rows, 1)
+            if not job.result.get("cached"):
+                took = time.monotonic() - job.started
+                self._took[key] = took
+                self._per_image[job.ask.model] = took / max(job.rows, 1)
         except Cancelled:
             job.state = "cancelled"
         except Exception as e:  # reported to the client, not lost
@@ -367,7 +406,8 @@ def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
     """The JSON of one case: :meth:`Case.to_dict` (decision with the top classes,
     verdict, trusted method, map provenance), ``classes`` (the decision's top classes:
     index, label, probability), the input and the trusted picture as PNG data URIs, and per
-    map its colours (PNG data URI) and raw values (base64 of little-endian float32)."""
+    map its colours (PNG data URI), raw values (base64 of little-endian float32) and, for
+    a concept method (MACE), the report's concept panel (else ``None``)."""
     out = case.to_dict()
     out["classes"] = out["decision"]["top"]
     out["image"] = fast_png_uri(as_rgb(case.pixels))
@@ -387,6 +427,20 @@ def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
             maps.append({**info.to_dict(), "method": name,
                          "png": fast_png_uri(rgb),
                          "values": base64.b64encode(values.tobytes()).decode(),
-                         "shape": list(values.shape), "dtype": "float32"})
+                         "shape": list(values.shape), "dtype": "float32",
+                         "concepts": _concepts(name, e, t, case.pixels, info.label)})
     out["maps"] = maps
     return out
+
+
+def _concepts(name: str, e: Any, t: int, pixels: np.ndarray, label: str
+              ) -> dict[str, Any] | None:
+    """The report's concept panel (:func:`mindlens.report.concept_panel`) as JSON: the
+    summary sentence, the top concepts (share of the evidence, found or not, the region as
+    a data URI, training patches) and the fidelity and agreement sentences."""
+    if "concepts" not in e.extras:
+        return None
+    from ..report import concept_panel
+
+    panel = concept_panel(name, e, 0, t, as_rgb(pixels), label)
+    return None if panel is None else dataclasses.asdict(panel)

@@ -104,6 +104,16 @@ function renderCase(col, res) {
       + `. Why ${m.title}: ${res.trusted_why}.`;
     t.append(img, lg); col.append(t);
   }
+  if (methods.some((x) => x.name === "mace") && state.a !== "mace" && state.b !== "mace") {
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "show-concepts";
+    b.textContent = "show the concepts the model learnt (MACE)";
+    b.addEventListener("click", () => {
+      state.b = "mace"; syncControls(); writeHash(); b.remove();
+      explainPanel("b").catch((x) => say(x.message));
+    });
+    text.append(b);
+  }
 }
 
 // -- map panels --------------------------------------------------------------------------
@@ -121,9 +131,52 @@ function drawMap(panel, res) {
   stack.hidden = false;
   $(".base", stack).src = res.image;
   paint(panel);
+  renderConcepts(panel, m.concepts);
   $(".caption", panel).textContent = `${m.title} for “${m.label}”` +
     (m.probability !== null ? ` (${(m.probability * 100).toFixed(1)}%)` : "") +
     `; computed at ${m.native_shape.join("×")}` + (res.cached ? " (cached)" : "");
+}
+
+// the report's concept panel (mindlens.report.concept_panel), sent as JSON with MACE maps
+function renderConcepts(panel, cp) {
+  const box = $(".concepts", panel);
+  box.replaceChildren();
+  box.hidden = !cp;
+  if (!cp) return;
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const head = el("p");
+  head.append(el("b", "", `Concepts behind “${cp.label}”: `), cp.summary);
+  box.append(head);
+  for (const c of cp.concepts) {
+    const row = el("div", "concept");
+    const region = el("img", "region");
+    region.src = c.region; region.alt = `where concept ${c.rank} is found`;
+    const info = el("div");
+    const pct = Math.round(100 * Math.abs(c.share));
+    const bar = el("div", "cbar");
+    const fill = el("span", c.share < 0 ? "against" : "");
+    fill.style.width = `${(100 * Math.abs(c.share)).toFixed(1)}%`;
+    bar.append(fill);
+    info.append(el("div", "small", `Concept ${c.rank}`), el("div", "share", `${pct}%`), bar,
+      el("div", "small", `of the evidence, ${c.share < 0 ? "against" : "for"} “${cp.label}”` +
+        (c.found ? "" : "; not found in this image")));
+    row.append(region, info);
+    if (c.prototypes.length) {
+      const protos = el("div", "protos");
+      for (const src of c.prototypes) { const i = el("img"); i.src = src; i.alt = "training patch"; protos.append(i); }
+      const wrap = el("div");
+      wrap.append(protos, el("div", "small", "Training patches where this concept mattered most"));
+      row.append(wrap);
+    }
+    box.append(row);
+  }
+  const tail = [cp.fidelity, cp.agreement].filter(Boolean).join(" ");
+  if (tail) box.append(el("p", "small", tail));
 }
 
 function paint(panel) {
@@ -168,8 +221,7 @@ async function explainPanel(key) {
   while (job.state === "queued" || job.state === "running") {
     const p = $("progress", prog);
     if (job.progress !== null) p.value = job.progress; else p.removeAttribute("value");
-    $(".ptext", prog).textContent = `${job.state}: ${job.forward_passes} images through the model` +
-      (job.eta_s !== null ? `, about ${Math.ceil(job.eta_s)} s left` : "");
+    $(".ptext", prog).textContent = jobText(job);
     await new Promise((r) => setTimeout(r, 400));
     if (jobs[key] !== job.id) return null;   // cancelled or replaced
     job = await (await api(`/api/jobs/${job.id}`)).json();
@@ -179,6 +231,17 @@ async function explainPanel(key) {
   if (job.state !== "done") { $(".caption", panel).textContent = `${name}: ${job.state} ${job.error || ""}`; return null; }
   drawMap(panel, job.result);
   return job.result;
+}
+
+function duration(s) { return s < 90 ? `${Math.max(1, Math.ceil(s))} s` : `${Math.round(s / 60)} min`; }
+
+// what a slow job has done and how long it will take (estimate_s: the whole job, eta_s: left)
+function jobText(job) {
+  const est = job.estimate_s !== null && job.estimate_s !== undefined;
+  return `${job.state}: ${job.forward_passes} images through the model` +
+    (job.eta_s !== null ? `, about ${duration(job.eta_s)} left` : "") +
+    (est ? ` (expected to take about ${duration(job.estimate_s)} in all)`
+      : "; no time estimate yet (this method's first run on this model measures it)");
 }
 
 function cancelJob(key) {
