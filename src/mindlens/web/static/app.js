@@ -4,7 +4,7 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const state = { model: "", model2: "", image: "", target: "", a: "gradcam", b: "",
-                opacity: 60, top: 100 };
+                opacity: 80, top: 100 };
 let upload = null;      // {image: Blob, name}
 let maskBlob = null;
 let methods = [];
@@ -76,7 +76,7 @@ function renderCase(col, res) {
     if (c.index === explained) b.classList.add("sel");
     const name = document.createElement("span"); name.textContent = c.label;
     const bar = document.createElement("span"); bar.className = "bar";
-    bar.style.width = `${Math.max(1, c.probability * 100)}%`;
+    bar.style.width = `${c.probability >= 0.005 ? Math.max(1, c.probability * 100) : 0}%`;  // no bar for 0.0%
     const p = document.createElement("span"); p.textContent = `${(c.probability * 100).toFixed(1)}%`;
     b.title = `explain “${c.label}”`;
     b.append(name, bar, p);
@@ -126,15 +126,21 @@ function decode(b64) {
 
 function drawMap(panel, res) {
   const m = res.maps[0];
-  shown[panel.id] = { map: m, values: decode(m.values), image: res.image };
+  const values = decode(m.values);
+  shown[panel.id] = { map: m, values, strength: strength(values, m.signed), image: res.image };
   const stack = $(".stack", panel);
   stack.hidden = false;
   $(".base", stack).src = res.image;
+  stack.classList.add("quiet");   // a gray ground: the photo's colours are not the map's (as the report)
   paint(panel);
   renderConcepts(panel, m.concepts);
   $(".caption", panel).textContent = `${m.title} for “${m.label}”` +
     (m.probability !== null ? ` (${(m.probability * 100).toFixed(1)}%)` : "") +
     `; computed at ${m.native_shape.join("×")}` + (res.cached ? " (cached)" : "");
+  $(".key", panel).textContent = m.signed
+    ? `Red: evidence for “${m.label}”; blue: against it.`
+    : `Yellow: most relevant for “${m.label}”; purple: less.`;
+  $(".key", panel).textContent += " Where the map is near zero the photo shows through.";
 }
 
 // the report's concept panel (mindlens.report.concept_panel), sent as JSON with MACE maps
@@ -179,6 +185,22 @@ function renderConcepts(panel, cp) {
   if (tail) box.append(el("p", "small", tail));
 }
 
+// how strongly each pixel speaks, in [0, 1], on the scale the colours use (the 99.5th
+// percentile is the top): |value| for signed maps, above the minimum otherwise
+function strength(values, signed) {
+  const n = values.length;
+  const a = new Float32Array(n);
+  let lo = Infinity;
+  for (let i = 0; i < n; i++) { a[i] = signed ? Math.abs(values[i]) : values[i]; if (a[i] < lo) lo = a[i]; }
+  if (signed) lo = 0;
+  const sorted = Float32Array.from(a).sort();
+  const top = sorted[Math.min(n - 1, Math.floor(0.995 * (n - 1)))];
+  const out = new Float32Array(n);
+  if (!(top > lo)) return out;
+  for (let i = 0; i < n; i++) out[i] = Math.max(0, Math.min(1, (a[i] - lo) / (top - lo)));
+  return out;
+}
+
 function paint(panel) {
   const s = shown[panel.id];
   if (!s) return;
@@ -190,14 +212,16 @@ function paint(panel) {
     canvas.width = w; canvas.height = h;
     const ctx = canvas.getContext("2d");
     ctx.drawImage(img, 0, 0, w, h);
+    const data = ctx.getImageData(0, 0, w, h);
+    // the photo shows through where the map is weak: alpha follows the strength
+    for (let i = 0; i < s.values.length; i++) data.data[4 * i + 3] = Math.round(255 * Math.min(1, 2 * s.strength[i]));
     if (state.top < 100) {
       const sorted = Float32Array.from(s.values).sort();
       const k = Math.max(0, Math.min(sorted.length - 1, Math.floor(sorted.length * (1 - state.top / 100))));
       const thr = sorted[k];
-      const data = ctx.getImageData(0, 0, w, h);
       for (let i = 0; i < s.values.length; i++) if (!(s.values[i] >= thr)) data.data[4 * i + 3] = 0;
-      ctx.putImageData(data, 0, 0);
     }
+    ctx.putImageData(data, 0, 0);
     canvas.dataset.painted = `${state.opacity}:${state.top}`;
   };
   img.src = s.map.png;
