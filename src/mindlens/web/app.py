@@ -9,7 +9,7 @@ spec with the page's own script (no Swagger UI from a CDN: the app works offline
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -141,11 +141,16 @@ class Form_:
                        "model": model, "fraction": fraction}
 
 
-async def _ask(service: Service, form: Form_, max_bytes: int) -> Ask:
+async def _asker(service: Service, form: Form_, max_bytes: int) -> Callable[[], Ask]:
+    """Read the uploads (size-limited); the returned function validates and decodes them
+    (:meth:`Service.ask`), to be called in a worker thread."""
     image = None if form.image is None else await read_limited(form.image, max_bytes)
     mask = None if form.mask is None else await read_limited(form.mask, max_bytes, "the mask")
-    return await run_in_threadpool(lambda: service.ask(image=image, image_id=form.image_id,
-                                                       mask=mask, **form.fields))
+    return lambda: service.ask(image=image, image_id=form.image_id, mask=mask, **form.fields)
+
+
+async def _ask(service: Service, form: Form_, max_bytes: int) -> Ask:
+    return await run_in_threadpool(await _asker(service, form, max_bytes))
 
 
 def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
@@ -180,22 +185,24 @@ def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
             raise HTTPException(404, f"no served image has the id {image_id!r}")
         return Response(await run_in_threadpool(_thumb, pic), media_type="image/png")
 
-    @app.post("/api/explain", tags=["explain"])
-    async def explain(form: Annotated[Form_, Depends()]) -> dict[str, Any]:
+    @app.post("/api/explain", tags=["explain"], response_model=dict[str, Any])
+    async def explain(form: Annotated[Form_, Depends()]) -> Any:
         """Explain one image with one method: the classes, the decision, the verdict
         (where a mask is known), the trusted picture and each map as a PNG data URI and as
         raw float32 values (base64, little-endian, with its shape), with provenance. Slow
         methods run on their own lane (see /api/jobs for progress and cancelling)."""
-        ask = await _ask(service, form, max_bytes)
-        if ask.method in SLOW:
-            job = service.start_job(ask)
+        if form.fields["method"] in SLOW:
+            job = service.start_job(await _ask(service, form, max_bytes))
             while job.state in ("queued", "running"):
                 await asyncio.sleep(0.05)
             if job.state != "done":
                 raise HTTPException(500, job.error or job.state)
             assert job.result is not None
             return job.result
-        return await asyncio.wrap_future(service.submit(ask))
+        # quick methods: decoded, explained and serialised in one worker (one thread hop)
+        body = await asyncio.wrap_future(
+            service.submit(await _asker(service, form, max_bytes), as_json=True))
+        return Response(body, media_type="application/json")
 
     @app.post("/api/jobs", tags=["explain"], status_code=202)
     async def start_job(form: Annotated[Form_, Depends()]) -> dict[str, Any]:
