@@ -401,3 +401,14 @@ def test_mace_maps_carry_the_reports_concept_panel():
     assert [(k["rank"], k["share"], k["found"]) for k in cp["concepts"]] == [
         (k.rank, k.share, k.found) for k in want.concepts]
     assert cp["concepts"][0]["region"].startswith("data:image/")
+
+
+def test_pictures_false_leaves_out_the_pngs_only(client):
+    data = png(seed=21)
+    full = explain(client, image=data, method="saliency").json()
+    bare = explain(client, image=data, method="saliency", pictures="false").json()
+    assert bare["image"] is None and bare["trusted_picture"] is None
+    assert bare["maps"][0]["png"] is None and full["maps"][0]["png"].startswith("data:")
+    assert bare["maps"][0]["values"] == full["maps"][0]["values"]
+    assert bare["decision"] == full["decision"] and bare["classes"] == full["classes"]
+    assert not bare["cached"]  # its own cache entry, not the full answer's

@@ -135,10 +135,13 @@ class Form_:
                          ] = None,
         fraction: Annotated[float, Form(description="the most relevant part of the image the "
                                         "outline shows and the verdict counts")] = DEFAULT_FRACTION,
+        pictures: Annotated[bool, Form(description="false: leave out the PNG data URIs "
+                                       "(image, trusted_picture, the maps' png are null), "
+                                       "for scripts that read the raw values; faster")] = True,
     ) -> None:
         self.image, self.image_id, self.mask = image, image_id, mask
         self.fields = {"method": method, "target": target, "top_k": top_k,
-                       "model": model, "fraction": fraction}
+                       "model": model, "fraction": fraction, "pictures": pictures}
 
 
 async def _asker(service: Service, form: Form_, max_bytes: int) -> Callable[[], Ask]:
@@ -189,8 +192,11 @@ def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
     async def explain(form: Annotated[Form_, Depends()]) -> Any:
         """Explain one image with one method: the classes, the decision, the verdict
         (where a mask is known), the trusted picture and each map as a PNG data URI and as
-        raw float32 values (base64, little-endian, with its shape), with provenance. Slow
-        methods run on their own lane (see /api/jobs for progress and cancelling)."""
+        raw float32 values (base64, little-endian, with its shape), with provenance; a
+        MACE map (where the server has a unit) also carries ``concepts``, the report's
+        concept panel (summary, top concepts with their share of the evidence and region,
+        fidelity), ``null`` for other methods. Slow methods run on their own lane (see
+        /api/jobs for progress, time estimate and cancelling)."""
         if form.fields["method"] in SLOW:
             job = service.start_job(await _ask(service, form, max_bytes))
             while job.state in ("queued", "running"):
@@ -207,13 +213,18 @@ def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
     @app.post("/api/jobs", tags=["explain"], status_code=202)
     async def start_job(form: Annotated[Form_, Depends()]) -> dict[str, Any]:
         """Start an explanation in the background (for slow methods): poll
-        ``GET /api/jobs/{id}`` for progress, cancel with ``DELETE``."""
+        ``GET /api/jobs/{id}`` for progress and the time estimate, cancel with
+        ``DELETE``."""
         return service.start_job(await _ask(service, form, max_bytes)).to_dict()
 
     @app.get("/api/jobs/{job_id}", tags=["explain"])
     async def job(job_id: str) -> dict[str, Any]:
-        """State, forward passes so far, progress and time left (known from the last run
-        of the method on this model), and the result when done."""
+        """State, images through the model so far (``forward_passes``), the passes the
+        method plans (``planned_passes``, where it can say), ``progress``, the expected
+        duration of the whole job (``estimate_s``: the method's own timed estimate, its
+        planned passes x this model's time per image, or the last run of the method on
+        this model; ``null`` before anything is known), ``elapsed_s``, the time left
+        (``eta_s``), and the result when done."""
         try:
             return service.job(job_id).to_dict()
         except KeyError:

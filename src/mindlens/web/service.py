@@ -104,10 +104,11 @@ class Ask:
     target: int | str | None = None
     top_k: int = 1
     fraction: float = cases.DEFAULT_FRACTION
+    pictures: bool = True  # False: no PNG data URIs in the answer (scripts)
 
     def key(self) -> str:
         return json.dumps([self.image_key, self.model, self.method, self.target, self.top_k,
-                           self.fraction])
+                           self.fraction, self.pictures])
 
 
 @dataclass
@@ -212,7 +213,7 @@ class Service:
     def ask(self, *, model: str | None, method: str, image: bytes | None = None,
             image_id: str | None = None, mask: bytes | None = None,
             target: str | None = None, top_k: int = 1,
-            fraction: float = cases.DEFAULT_FRACTION) -> Ask:
+            fraction: float = cases.DEFAULT_FRACTION, pictures: bool = True) -> Ask:
         """Validate a request: the image from its bytes or its id, never from a path."""
         served = self.model(model)
         if method not in self.method_names():
@@ -244,7 +245,7 @@ class Service:
         t: int | str | None = target if target not in (None, "") else self.default_target
         if isinstance(t, str) and t.strip().lstrip("-").isdigit():
             t = int(t)
-        return Ask(served.name, method, pixels, key, marks, t, top_k, fraction)
+        return Ask(served.name, method, pixels, key, marks, t, top_k, fraction, pictures)
 
     # -- running ------------------------------------------------------------------------
     def cached(self, ask: Ask) -> dict[str, Any] | None:
@@ -289,7 +290,7 @@ class Service:
             return {**hit, "cached": True}
         with lane.lock:
             case = self._case(ask, lane.clf, [ask.method], job)
-        result = encode(case, ask.fraction)  # off the lock: the next request may run
+        result = encode(case, ask.fraction, ask.pictures)  # off the lock: the next may run
         result["model"] = ask.model
         self._store(ask, result)
         return {**result, "cached": False}
@@ -419,19 +420,21 @@ def _watch(job: Job) -> Callable[..., None]:
     return hook
 
 
-def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
+def encode(case: cases.Case, fraction: float, pictures: bool = True) -> dict[str, Any]:
     """The JSON of one case: :meth:`Case.to_dict` (decision with the top classes,
     verdict, trusted method, map provenance), ``classes`` (the decision's top classes:
     index, label, probability), the input and the trusted picture as PNG data URIs, and per
     map its colours (PNG data URI), raw values (base64 of little-endian float32) and, for
-    a concept method (MACE), the report's concept panel (else ``None``)."""
+    a concept method (MACE), the report's concept panel (else ``None``). Without
+    ``pictures`` the PNG data URIs (``image``, ``trusted_picture``, the maps' ``png``)
+    are ``None`` and not drawn: for scripts that read the values."""
     out = case.to_dict()
     out["classes"] = out["decision"]["top"]
-    out["image"] = fast_png_uri(as_rgb(case.pixels))
-    pic = cases.trusted_picture(case, fraction)
-    out["trusted_picture"] = None if pic is None else {
-        "png": fast_png_uri(pic.pixels), "evidence_colour": pic.evidence_colour,
-        "marks_colour": pic.marks_colour}
+    image = trusted = None
+    if pictures:  # the photo and the trusted picture drawn beside the maps (zlib and numpy
+        # let go of the GIL): on an idle second core they cost no latency
+        image = _drawing().submit(lambda: fast_png_uri(as_rgb(case.pixels)))
+        trusted = _drawing().submit(_trusted_picture, case, fraction)
     maps = []
     infos = iter(case.maps)
     for name, e in case.explanations.items():
@@ -439,15 +442,36 @@ def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
         for t in range(e.targets.shape[1]):
             info = next(infos)
             m = e.maps[0, t].float().cpu().numpy()
-            rgb = colorize(to_display(m, e.signed, clip))
             values = np.ascontiguousarray(m, dtype="<f4")
             maps.append({**info.to_dict(), "method": name,
-                         "png": fast_png_uri(rgb),
+                         "png": fast_png_uri(colorize(to_display(m, e.signed, clip)))
+                         if pictures else None,
                          "values": base64.b64encode(values.tobytes()).decode(),
                          "shape": list(values.shape), "dtype": "float32",
                          "concepts": _concepts(name, e, t, case.pixels, info.label)})
+    out["image"] = None if image is None else image.result()
+    out["trusted_picture"] = None if trusted is None else trusted.result()
     out["maps"] = maps
     return out
+
+
+def _trusted_picture(case: cases.Case, fraction: float) -> dict[str, Any] | None:
+    pic = cases.trusted_picture(case, fraction)
+    return None if pic is None else {"png": fast_png_uri(pic.pixels),
+                                     "evidence_colour": pic.evidence_colour,
+                                     "marks_colour": pic.marks_colour}
+
+
+_DRAWING: list[ThreadPoolExecutor] = []
+_DRAWING_LOCK = threading.Lock()
+
+
+def _drawing() -> ThreadPoolExecutor:
+    """The threads that draw an answer's pictures besides the map (made once)."""
+    with _DRAWING_LOCK:
+        if not _DRAWING:
+            _DRAWING.append(ThreadPoolExecutor(2, thread_name_prefix="mindlens-draw"))
+        return _DRAWING[0]
 
 
 def _concepts(name: str, e: Any, t: int, pixels: np.ndarray, label: str
