@@ -7,7 +7,9 @@ Every explanation goes through :func:`mindlens.cases.run` and is presented from 
 Concurrency: each served model has two *lanes*, the caller's classifier for fast methods
 and a private copy (``copy.deepcopy``) for slow ones (occlusion, ...), each behind its own
 lock, so a slow job never blocks a quick Grad-CAM. Work runs in bounded thread pools;
-past ``workers + queue`` waiting requests, :class:`Busy` is raised (HTTP 503).
+past ``workers + queue`` waiting requests, :class:`Busy` is raised (HTTP 503). An answer's
+pictures are drawn after the lock is let go (the next request may use the model), the
+photo and the trusted picture on helper threads while the map is drawn.
 """
 
 from __future__ import annotations
@@ -470,7 +472,8 @@ def _drawing() -> ThreadPoolExecutor:
     """The threads that draw an answer's pictures besides the map (made once)."""
     with _DRAWING_LOCK:
         if not _DRAWING:
-            _DRAWING.append(ThreadPoolExecutor(2, thread_name_prefix="mindlens-draw"))
+            # two pictures per answer, for the default two workers at once
+            _DRAWING.append(ThreadPoolExecutor(4, thread_name_prefix="mindlens-draw"))
         return _DRAWING[0]
 
 
