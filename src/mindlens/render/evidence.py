@@ -9,6 +9,7 @@ and leaves the photo itself unchanged for the reader to judge.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,9 +61,8 @@ def distinct_colours(image: np.ndarray, n: int = 2) -> list[str]:
     """Names of ``n`` palette colours farthest from the image's own colours: each scored
     by the distance to the nearest 2% of the image's pixels, each pick also kept away from
     the ones before it."""
-    px = as_rgb(image).reshape(-1, 3).astype(np.float32)
-    if len(px) > 20000:
-        px = px[np.random.default_rng(0).choice(len(px), 20000, replace=False)]
+    px = as_rgb(image).reshape(-1, 3)
+    px = (px[_sample(len(px))] if len(px) > 20000 else px).astype(np.float32)
     # per channel on contiguous columns (np.linalg.norm over [N, 3] rows is ~20x slower;
     # the sums run in the same order, so the distances are the same to the bit)
     r, g, b = np.ascontiguousarray(px.T)
@@ -87,6 +87,15 @@ def distinct_colours(image: np.ndarray, n: int = 2) -> list[str]:
         best = max((c for c in PALETTE if c not in chosen), key=key)
         chosen.append(best)
     return chosen
+
+
+@functools.lru_cache(maxsize=8)
+def _sample(n: int, k: int = 20000) -> np.ndarray:
+    """The pixels :func:`distinct_colours` scores in an image of ``n`` pixels: a fixed
+    random sample (seed 0), drawn once per image size."""
+    idx = np.random.default_rng(0).choice(n, k, replace=False)
+    idx.flags.writeable = False
+    return idx
 
 
 def _resize(a: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
