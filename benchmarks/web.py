@@ -6,11 +6,14 @@ mobilenet_v2; then a bounded load test: N clients posting for S seconds.
         [--reps 20] [--clients 20] [--load-s 60]
 
 The server (uvicorn, a real socket) runs in this process with the results cache off, so
-every request computes. The cases take turns within each repetition. Overhead = HTTP p50 -
-``cases.run`` p50 (HTTP, multipart, decoding the upload, drawing the trusted picture, PNG
-and base64 encoding of the answer); in brackets the part left after decoding and encoding
-in-process, i.e. the HTTP transport itself. Peak
-memory is this process's max RSS (server and clients together). Not a test.
+every request computes. The cases take turns within each repetition: decode the upload,
+``cases.run``, encode the answer (each timed alone), then the same over HTTP. Overhead =
+HTTP p50 - ``cases.run`` p50 (HTTP, multipart, decoding the upload, drawing the trusted
+picture, PNG and base64 encoding of the answer); in brackets the part left after decoding
+and encoding, i.e. the HTTP transport itself. CPU overhead: the same difference in CPU
+time of this process (all threads), what an idle machine would see; on a machine shared
+with other jobs the wall clock mostly measures them. Peak memory is this process's max RSS
+(server and clients together). Not a test.
 """
 
 from __future__ import annotations
@@ -79,38 +82,54 @@ def main() -> None:
 
     from PIL import Image
 
-    pixels = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    pixels = [np.asarray(Image.open(f).convert("RGB")) for f in files]  # uint8, in memory
     inproc: dict[str, list[float]] = {m: [] for m in METHODS}
-    encoded: dict[str, list[float]] = {m: [] for m in METHODS}
+    decoding: dict[str, list[float]] = {m: [] for m in METHODS}
+    encoding: dict[str, list[float]] = {m: [] for m in METHODS}
     http: dict[str, list[float]] = {m: [] for m in METHODS}
+    # CPU seconds of this process (server, clients and all threads): the overhead an idle
+    # machine would see, far less disturbed by other jobs than the wall clock
+    cpu_run: dict[str, list[float]] = {m: [] for m in METHODS}
+    cpu_http: dict[str, list[float]] = {m: [] for m in METHODS}
+    load = [os.getloadavg()[0]]
     with httpx.Client() as client:
         for m in METHODS:  # warm-up
-            cases.run(clf, [pixels[0]], cases.Request(methods=[m]))
+            encode(cases.run(clf, [decode_image(blobs[0])], cases.Request(methods=[m]))[0],
+                   DEFAULT_FRACTION)
             post(client, blobs[0], m).raise_for_status()
         for rep in range(args.reps):
             i = rep % len(blobs)
             for m in METHODS:
-                t = time.perf_counter()
-                cases.run(clf, [pixels[i]], cases.Request(methods=[m]))
-                inproc[m].append((time.perf_counter() - t) * 1e3)
-                t = time.perf_counter()
-                px = decode_image(blobs[i])
-                encode(cases.run(clf, [px], cases.Request(methods=[m]))[0], DEFAULT_FRACTION)
-                encoded[m].append((time.perf_counter() - t) * 1e3)
-                t = time.perf_counter()
+                t0 = time.perf_counter()
+                decode_image(blobs[i])  # the upload, as the server decodes it
+                t1, c1 = time.perf_counter(), time.process_time()
+                case = cases.run(clf, [pixels[i]], cases.Request(methods=[m]))[0]
+                t2, c2 = time.perf_counter(), time.process_time()
+                cpu_run[m].append((c2 - c1) * 1e3)
+                encode(case, DEFAULT_FRACTION)
+                t3 = time.perf_counter()
+                decoding[m].append((t1 - t0) * 1e3)
+                inproc[m].append((t2 - t1) * 1e3)
+                encoding[m].append((t3 - t2) * 1e3)
+                t, c = time.perf_counter(), time.process_time()
                 post(client, blobs[i], m).raise_for_status()
                 http[m].append((time.perf_counter() - t) * 1e3)
-    print(f"mobilenet_v2, {args.reps} reps, torch threads {args.threads}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print("| method | cases.run p50 / p95 ms | + decode and encode p50 / p95 ms | "
-          "POST /api/explain p50 / p95 ms | overhead at p50 ms (of which HTTP) |")
-    print("|---|---|---|---|---|")
+                cpu_http[m].append((time.process_time() - c) * 1e3)
+    load.append(os.getloadavg()[0])
+    print(f"mobilenet_v2, {args.reps} reps, torch threads {args.threads}, load average "
+          f"{load[0]:.1f} -> {load[1]:.1f} on {os.cpu_count()} CPUs")
+    print("| method | cases.run p50 / p95 ms | decode + encode alone p50 ms | "
+          "POST /api/explain p50 / p95 ms | overhead at p50 ms (HTTP part) | "
+          "CPU overhead p50 ms |")
+    print("|---|---|---|---|---|---|")
     for m in METHODS:
-        a, e, b = inproc[m], encoded[m], http[m]
-        print(f"| {m} | {pct(a, 50):.0f} / {pct(a, 95):.0f} | {pct(e, 50):.0f} / "
-              f"{pct(e, 95):.0f} | {pct(b, 50):.0f} / {pct(b, 95):.0f} | "
-              f"{statistics.median(b) - statistics.median(a):+.0f} "
-              f"({statistics.median(b) - statistics.median(e):+.0f}) |")
+        a, b = inproc[m], http[m]
+        de = statistics.median(decoding[m]) + statistics.median(encoding[m])
+        over = statistics.median(b) - statistics.median(a)
+        print(f"| {m} | {pct(a, 50):.0f} / {pct(a, 95):.0f} | {de:.1f} "
+              f"({statistics.median(decoding[m]):.1f} + {statistics.median(encoding[m]):.1f}) | "
+              f"{pct(b, 50):.0f} / {pct(b, 95):.0f} | {over:+.0f} ({over - de:+.0f}) | "
+              f"{statistics.median(cpu_http[m]) - statistics.median(cpu_run[m]):+.0f} |")
     if args.load_s <= 0:
         server.should_exit = True
         return

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mindlens.api import explain
 from mindlens.demo import demo_unit_path, load_demo_model, retina
 from mindlens.methods.mace.method import get_unit
-from mindlens.report import Report, _concept_panel, _fidelity_sentence
+from mindlens.report import Report, _fidelity_sentence, concept_panel
 
 N_TOP = 3
 
@@ -71,7 +71,7 @@ def test_pruned_and_absent_concepts(setup):
     c = expl.extras["concepts"]
     c["pruned"][0, 0, 0] = True  # the top concept left out
     c["maps"][0, 0, 1] = 0  # the next one absent from the image
-    cp = _concept_panel("mace", expl, 0, 0, images[0], "diseased (50%)")
+    cp = concept_panel("mace", expl, 0, 0, images[0], "diseased (50%)")
     assert cp is not None and len(cp.concepts) == N_TOP
     kept = c["relevance"][0, 0, 1:].double()
     assert cp.concepts[0].share == pytest.approx(float(kept[0] / kept.abs().sum()))
@@ -81,7 +81,7 @@ def test_pruned_and_absent_concepts(setup):
         assert "absent from this image" in cp.summary
     # a method without concepts gets no panel
     expl.extras.pop("concepts")
-    assert _concept_panel("mace", expl, 0, 0, images[0], "diseased") is None
+    assert concept_panel("mace", expl, 0, 0, images[0], "diseased") is None
 
 
 def test_fidelity_words():

@@ -180,14 +180,14 @@ def shrink(img: Image.Image, size: tuple[int, ...] | None) -> Image.Image:
     factor = min(img.width // (2 * size[1]), img.height // (2 * size[0]))
     if factor < 2:
         return img
-    img = _normal_mode(img)
+    img = normal_mode(img)
     try:
         return img.reduce(factor)
     except ValueError:  # a mode reduce does not support: keep the full image
         return img
 
 
-def _normal_mode(img: Image.Image) -> Image.Image:
+def normal_mode(img: Image.Image) -> Image.Image:
     """Palette, bilevel and exotic modes as L/LA/RGB/RGBA; transparency kept as alpha."""
     mode = img.mode
     transparent = "transparency" in img.info
@@ -208,7 +208,7 @@ def pil_to_array(img: Image.Image, source: str = "image") -> np.ndarray:
     """Convert a PIL image of any common mode to ``float32 [H, W, C]`` in ``[0, 1]``."""
     if img.width == 0 or img.height == 0:
         raise InputError(f"{source} has zero size ({img.width}x{img.height})")
-    img = _normal_mode(img)
+    img = normal_mode(img)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         arr = np.asarray(img, dtype=np.float32) / 65535.0

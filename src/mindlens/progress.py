@@ -36,6 +36,8 @@ TIMED_COPIES = 16
 
 _reporter: ContextVar[Reporter | None] = ContextVar("mindlens_reporter", default=None)
 _task: ContextVar[list[Any] | None] = ContextVar("mindlens_task", default=None)
+_estimates: ContextVar[Callable[[Estimate], None] | None] = ContextVar(
+    "mindlens_estimates", default=None)
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,23 @@ def reporting(reporter: Reporter | None) -> Iterator[None]:
 
 
 @contextmanager
+def estimating(sink: Callable[[Estimate], None] | None) -> Iterator[None]:
+    """Hand the :class:`Estimate` of each timed call inside the block to ``sink`` before
+    the call runs (``mindlens serve`` shows it as the job's expected duration)."""
+    token = _estimates.set(sink)
+    try:
+        yield
+    finally:
+        _estimates.reset(token)
+
+
+@contextmanager
 def watch(algo: Any, clf: Any, x: torch.Tensor) -> Iterator[Estimate | None]:
     """Estimate the call, warn if it is long, and count its passes for the reporter."""
     est = estimate(algo, clf, x)
+    sink = _estimates.get()
+    if est is not None and sink is not None:
+        sink(est)
     if est is not None and est.seconds > WARN_SECONDS:
         faster = getattr(algo, "faster", "")
         warnings.warn(CostWarning(est.describe() + (f"; faster: {faster}" if faster else "")),

@@ -201,7 +201,7 @@ class Report:
                     label = self._target_label(expl, b, t, clf)
                     panel = self._panel(name, expl, b, t, image, disps[t], outline)
                     by_target.setdefault(label, []).append(panel)
-                    cp = _concept_panel(name, expl, b, t, image, label)
+                    cp = concept_panel(name, expl, b, t, image, label)
                     if cp is not None:
                         item.concepts.setdefault(label, []).append(cp)
                 item.tables.extend(_tables(name, expl, b))
@@ -413,10 +413,11 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _concept_panel(name: str, expl: Explanation, b: int, t: int, image: np.ndarray,
+def concept_panel(name: str, expl: Explanation, b: int, t: int, image: np.ndarray,
                    label: str, top: int = 3) -> ConceptPanel | None:
     """Template data for ``extras["concepts"]`` (MACE): the ``top`` concepts of target
-    ``t`` of image ``b``, ranked by relevance, pruned ones left out."""
+    ``t`` of image ``b``, ranked by relevance, pruned ones left out (the report's concept
+    panel; ``mindlens serve`` sends the same panel as JSON). ``None`` without concepts."""
     concepts = expl.extras.get("concepts")
     if not isinstance(concepts, dict) or "relevance" not in concepts:
         return None

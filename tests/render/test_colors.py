@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from mindlens.render import colorize, gray_saliency, overlay, to_display
+from mindlens.render.colors import DisplayMap
 
 
 def test_signed_maps_are_scaled_by_max_abs():
@@ -39,3 +40,15 @@ def test_gray_saliency_and_overlay_shapes():
     img = np.zeros((8, 8, 3), np.uint8)
     out = overlay(img, to_display(m, False))
     assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+
+
+def test_colorize_gives_matplotlibs_bytes_edges_included():
+    import matplotlib
+
+    rng = np.random.default_rng(0)
+    for signed, name in ((False, "inferno"), (True, "RdBu_r")):
+        v = rng.random((16, 16)).astype(np.float32) * (2 if signed else 1) - signed
+        v.flat[:9] = [0, 1, -1, 0.5, np.nan, 1 / 256, 255 / 256, 2, -2]
+        t = (v + 1) / 2 if signed else v
+        want = (matplotlib.colormaps[name](t)[..., :3] * 255).round().astype(np.uint8)
+        np.testing.assert_array_equal(colorize(DisplayMap(v, signed, False, 1.0)), want)

@@ -19,8 +19,12 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 
 from mindlens import cases
+from mindlens.io import as_image_array, pil_to_array
 from mindlens.model_card import load_model
+from mindlens.render.colors import colorize, to_display
+from mindlens.render.evidence import as_rgb
 from mindlens.web import create_app
+from mindlens.web.limits import decode_image
 from mindlens.web.service import Busy, Service
 
 from ..conftest import assert_untouched, fingerprint
@@ -120,6 +124,27 @@ def test_explain_is_the_case_of_cases_run(client, clf):
     assert m["png"].startswith("data:image/png;base64,")
     assert got["classes"][0]["index"] == got["decision"]["index"]
     assert got["trusted_picture"]["png"].startswith("data:image/png;base64,")
+    # the pictures are the presentation's pixels, losslessly
+    def pixels(uri: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    e = case.explanations["gradcam"]
+    np.testing.assert_array_equal(pixels(m["png"]), colorize(to_display(
+        e.maps[0, 0].numpy(), e.signed, 99.5 if e.raw is not None else None)))
+    np.testing.assert_array_equal(pixels(got["trusted_picture"]["png"]),
+                                  cases.trusted_picture(case).pixels)
+    np.testing.assert_array_equal(pixels(got["image"]), as_rgb(case.pixels))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "I;16", "P"])
+def test_uploads_decode_to_the_pixels_pil_to_array_gives(mode):
+    a = np.random.default_rng(3).integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    img = Image.fromarray(a).convert("RGBA" if mode == "LA" else "RGB").convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    got = decode_image(buf.getvalue())
+    want = pil_to_array(Image.open(io.BytesIO(buf.getvalue())))
+    assert got.ndim == 3 and got.shape[2] == want.shape[2]
+    np.testing.assert_array_equal(as_image_array(got), want)
 
 
 def test_target_by_name_mask_gives_verdict_and_cache(client):
@@ -265,10 +290,13 @@ def test_slow_job_progress_and_cancel(client, clf):
             break
         time.sleep(0.05)
     assert job["state"] == "done" and job["forward_passes"] > 1
+    assert job["planned_passes"] >= 1 and job["progress"] == 1.0 and job["eta_s"] is None
     assert job["result"]["maps"][0]["method"] == "occlusion"
-    # a second run knows how many forward passes to expect; cancel it at once
+    # a second run knows how many forward passes to expect and how long it will take
+    # before it starts; cancel it at once
     files = {"image": ("y.png", png(shape=(16, 16, 3), seed=10), "image/png")}
     job = client.post("/api/jobs", data=fields, files=files).json()
+    assert job["estimate_s"] is not None and job["estimate_s"] > 0
     assert client.delete(f"/api/jobs/{job['id']}").json()["id"] == job["id"]
     for _ in range(400):
         job = client.get(f"/api/jobs/{job['id']}").json()
@@ -317,3 +345,70 @@ def test_a_running_slow_job_does_not_block_fast_methods(clf, folder):
                 break
             time.sleep(0.05)
         assert state == "done"
+
+
+def test_job_time_estimate_before_and_while_it_runs():
+    from mindlens.progress import Estimate
+    from mindlens.web.service import Ask, Job
+
+    job = Job("j", Ask("m", "occlusion", np.zeros((4, 4, 3), np.uint8), "k"), per_image_s=0.5)
+    d = job.to_dict()
+    assert d["estimate_s"] is None and d["eta_s"] is None  # nothing known yet: no guess
+    job.report("occlusion", 0, 8)  # the method's plan: 8 passes at 0.5 s an image
+    assert job.to_dict()["estimate_s"] == 4.0 and job.to_dict()["planned_passes"] == 8
+    job.take_estimate(Estimate("occlusion", 1000, 0.01))  # its own timed estimate wins
+    job.state, job.started = "running", time.monotonic() - 2.0
+    d = job.to_dict()
+    assert d["estimate_s"] == 10.0 and 7.5 < d["eta_s"] < 8.1 and d["progress"] is None
+    job.report("occlusion", 250, 1000)  # a quarter done in ~2 s: ~6 s left
+    d = job.to_dict()
+    assert d["progress"] == 0.25 and 5.5 < d["eta_s"] < 6.5
+
+
+def test_progress_hands_the_timed_estimate_to_its_sink(clf, monkeypatch):
+    from mindlens import progress
+    from mindlens.api import explain as explain_api
+
+    monkeypatch.setattr(progress, "MIN_PASSES", 1)
+    got: list = []
+    with progress.estimating(got.append):
+        explain_api(clf, np.zeros((16, 16, 3), np.float32), "occlusion")
+    assert len(got) == 1 and got[0].method == "occlusion" and got[0].passes >= 1
+    assert got[0].seconds > 0
+
+
+def test_mace_maps_carry_the_reports_concept_panel():
+    from mindlens.demo import demo_unit_path, load_demo_model
+    from mindlens.report import concept_panel
+    from mindlens.web.pictures import demo_pictures
+
+    retina = load_demo_model("retina")
+    unit = demo_unit_path("retina")
+    app = create_app({"retina": retina}, unit=unit, pictures=demo_pictures(n=2), target=1)
+    with TestClient(app) as c:
+        assert "mace" in {m["name"] for m in c.get("/api/methods").json()}
+        got = c.post("/api/explain", data={"image_id": "1", "method": "mace"}).json()
+        assert c.post("/api/explain", data={"image_id": "1", "method": "gradcam"}
+                      ).json()["maps"][0]["concepts"] is None
+    cp = got["maps"][0]["concepts"]
+    pic = demo_pictures(n=2)[1]
+    case = cases.run(retina, [cases.Input(pic.load(), name="image", mask=pic.mask())],
+                     cases.Request(methods=["mace"], target=1,
+                                   params={"mace": {"unit": str(unit)}}))[0]
+    want = concept_panel("mace", case.explanations["mace"], 0, 0, as_rgb(case.pixels),
+                         case.maps[0].label)
+    assert cp["summary"] == want.summary and cp["label"] == want.label
+    assert [(k["rank"], k["share"], k["found"]) for k in cp["concepts"]] == [
+        (k.rank, k.share, k.found) for k in want.concepts]
+    assert cp["concepts"][0]["region"].startswith("data:image/")
+
+
+def test_pictures_false_leaves_out_the_pngs_only(client):
+    data = png(seed=21)
+    full = explain(client, image=data, method="saliency").json()
+    bare = explain(client, image=data, method="saliency", pictures="false").json()
+    assert bare["image"] is None and bare["trusted_picture"] is None
+    assert bare["maps"][0]["png"] is None and full["maps"][0]["png"].startswith("data:")
+    assert bare["maps"][0]["values"] == full["maps"][0]["values"]
+    assert bare["decision"] == full["decision"] and bare["classes"] == full["classes"]
+    assert not bare["cached"]  # its own cache entry, not the full answer's

@@ -1,6 +1,7 @@
 """`mindlens serve --demo` in headless Chromium: upload an image, see the verdict, click the
 second class, switch and compare methods, move the slider, download the report, reload the
-shared link. Skips when Chromium, chromedriver or Selenium is missing."""
+shared link; the MACE concept panel and a slow method's time estimate. Skips when
+Chromium, chromedriver or Selenium is missing."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server():
-    from mindlens.demo import load_demo_model
+    from mindlens.demo import demo_unit_path, load_demo_model
     from mindlens.demo.cases import WORDS
     from mindlens.web import create_app
     from mindlens.web.pictures import demo_pictures
 
     app = create_app({"retina": load_demo_model("retina")}, pictures=demo_pictures(n=4),
-                     words=WORDS, target=1, title="mindlens demo")
+                     unit=demo_unit_path("retina"), words=WORDS, target=1,
+                     title="mindlens demo")  # as `mindlens serve --demo`
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -124,7 +126,7 @@ def test_page_end_to_end(server, tmp_path):
         _until(d, lambda: "LRP" in _text(d, "#panel-a .caption"), "LRP in the first panel")
         # the opacity slider and the most-relevant control repaint the maps
         slider = d.find_element(By.ID, "opacity")
-        slider.send_keys(*[Keys.ARROW_LEFT] * 20)
+        slider.send_keys(*[Keys.ARROW_LEFT] * 40)  # from 80%
         _until(d, lambda: d.find_element(By.CSS_SELECTOR, "#panel-a canvas").value_of_css_property(
             "opacity") == "0.4", "opacity 40%")
         top = d.find_element(By.ID, "toppct")
@@ -149,6 +151,40 @@ def test_page_end_to_end(server, tmp_path):
             "value") == "saliency"
         assert d.find_element(By.ID, "opacity").get_attribute("value") == "40"
         assert f"for “{second_label}”" in _text(d, "#panel-a .caption")
+        assert not _text(d, "#status")
+    finally:
+        d.quit()
+
+
+def test_concepts_and_slow_job_estimate(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = driver((1280, 1000))
+    try:
+        d.get(server + "#image=1")
+        _until(d, lambda: "The model says" in _text(d, "#col-0 .decision"), "the decision")
+        # the served unit: a button shows the learnt concepts beside the first map
+        d.find_element(By.CSS_SELECTOR, "#col-0 .show-concepts").click()
+        _until(d, lambda: len(d.find_elements(By.CSS_SELECTOR, "#panel-b .concept")) == 3,
+               "three concepts")
+        head = _text(d, "#panel-b .concepts p")
+        assert head.startswith("Concepts behind “diseased”:") and "learnt concept" in head
+        assert "b=mace" in d.current_url
+        assert d.find_element(By.CSS_SELECTOR, "#panel-b .concept img.region").get_attribute(
+            "src").startswith("data:image/")
+        assert d.find_elements(By.CSS_SELECTOR, "#panel-b .concept .share")[0].text.endswith("%")
+        assert "of the evidence" in _text(d, "#panel-b .concept")
+        assert not d.find_elements(By.CSS_SELECTOR, "#panel-a .concept")  # Grad-CAM: none
+        # a slow method: its second run says how long it will take
+        Select(d.find_element(By.ID, "method-b")).select_by_value("occlusion")
+        _until(d, lambda: "Occlusion" in _text(d, "#panel-b .caption"), "occlusion, first run")
+        _settled(d, lambda: d.execute_script(
+            "location.hash = location.hash.replace('image=1', 'image=2')"), "another image")
+        _until(d, lambda: "Occlusion" in _text(d, "#panel-b .caption"), "occlusion, second run")
+        text = d.execute_script("return document.querySelector('#panel-b .ptext').textContent")
+        assert "expected to take about" in text and " s" in text, text
+        assert not d.find_elements(By.CSS_SELECTOR, "#panel-b .concept")  # gone with MACE
         assert not _text(d, "#status")
     finally:
         d.quit()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import matplotlib
@@ -51,11 +52,32 @@ def to_display(map_: torch.Tensor | np.ndarray, signed: bool, clip_percentile: f
 
 
 def colorize(disp: DisplayMap, cmap: str | None = None) -> np.ndarray:
-    """``uint8 [H, W, 3]`` colours for a display map."""
+    """``uint8 [H, W, 3]`` colours for a display map (matplotlib's colours, looked up in a
+    table made once per colour map: the same bytes, without matplotlib's float RGBA)."""
     name = cmap or (SIGNED_CMAP if disp.signed else UNSIGNED_CMAP)
     t = (disp.values + 1) / 2 if disp.signed else disp.values
-    rgba = matplotlib.colormaps[name](t)
-    return (rgba[..., :3] * 255).round().astype(np.uint8)
+    lut, n = _lut(name)
+    # matplotlib's indexing (Colormap._get_rgba_and_mask): x * N, 1.0 in the top bin,
+    # below 0 / from N up / NaN to the under / over / bad colours
+    xa = np.array(t, copy=True)
+    if xa.dtype.kind == "f":
+        xa *= n
+        xa[xa == n] = n - 1
+    under, over, bad = xa < 0, xa >= n, np.isnan(xa)
+    with np.errstate(invalid="ignore"):
+        idx = xa.astype(int)
+    idx[under], idx[over], idx[bad] = n, n + 1, n + 2
+    return lut.take(idx, axis=0, mode="clip")
+
+
+@functools.cache
+def _lut(name: str) -> tuple[np.ndarray, int]:
+    """``uint8 [N + 3, 3]``: the N colours of a colour map, then under, over and bad."""
+    cm = matplotlib.colormaps[name]
+    rgba = np.concatenate([cm(np.arange(cm.N)), cm(np.array([-1.0, 2.0, np.nan]))])
+    lut = (rgba[:, :3] * 255).round().astype(np.uint8)
+    lut.flags.writeable = False
+    return lut, cm.N
 
 
 def gray_saliency(map_: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ spec with the page's own script (no Swagger UI from a CDN: the app works offline
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -153,17 +153,25 @@ class Form_:
                          ] = None,
         fraction: Annotated[float, Form(description="the most relevant part of the image the "
                                         "outline shows and the verdict counts")] = DEFAULT_FRACTION,
+        pictures: Annotated[bool, Form(description="false: leave out the PNG data URIs "
+                                       "(image, trusted_picture, the maps' png are null), "
+                                       "for scripts that read the raw values; faster")] = True,
     ) -> None:
         self.image, self.image_id, self.mask = image, image_id, mask
         self.fields = {"method": method, "target": target, "top_k": top_k,
-                       "model": model, "fraction": fraction}
+                       "model": model, "fraction": fraction, "pictures": pictures}
+
+
+async def _asker(service: Service, form: Form_, max_bytes: int) -> Callable[[], Ask]:
+    """Read the uploads (size-limited); the returned function validates and decodes them
+    (:meth:`Service.ask`), to be called in a worker thread."""
+    image = None if form.image is None else await read_limited(form.image, max_bytes)
+    mask = None if form.mask is None else await read_limited(form.mask, max_bytes, "the mask")
+    return lambda: service.ask(image=image, image_id=form.image_id, mask=mask, **form.fields)
 
 
 async def _ask(service: Service, form: Form_, max_bytes: int) -> Ask:
-    image = None if form.image is None else await read_limited(form.image, max_bytes)
-    mask = None if form.mask is None else await read_limited(form.mask, max_bytes, "the mask")
-    return await run_in_threadpool(lambda: service.ask(image=image, image_id=form.image_id,
-                                                       mask=mask, **form.fields))
+    return await run_in_threadpool(await _asker(service, form, max_bytes))
 
 
 def _health(app: FastAPI) -> None:
@@ -200,33 +208,43 @@ def _api(app: FastAPI, service: Service, max_bytes: int) -> None:
             raise HTTPException(404, f"no served image has the id {image_id!r}")
         return Response(await run_in_threadpool(_thumb, pic), media_type="image/png")
 
-    @app.post("/api/explain", tags=["explain"])
-    async def explain(form: Annotated[Form_, Depends()]) -> dict[str, Any]:
+    @app.post("/api/explain", tags=["explain"], response_model=dict[str, Any])
+    async def explain(form: Annotated[Form_, Depends()]) -> Any:
         """Explain one image with one method: the classes, the decision, the verdict
         (where a mask is known), the trusted picture and each map as a PNG data URI and as
-        raw float32 values (base64, little-endian, with its shape), with provenance. Slow
-        methods run on their own lane (see /api/jobs for progress and cancelling)."""
-        ask = await _ask(service, form, max_bytes)
-        if ask.method in SLOW:
-            job = service.start_job(ask)
+        raw float32 values (base64, little-endian, with its shape), with provenance; a
+        MACE map (where the server has a unit) also carries ``concepts``, the report's
+        concept panel (summary, top concepts with their share of the evidence and region,
+        fidelity), ``null`` for other methods. Slow methods run on their own lane (see
+        /api/jobs for progress, time estimate and cancelling)."""
+        if form.fields["method"] in SLOW:
+            job = service.start_job(await _ask(service, form, max_bytes))
             while job.state in ("queued", "running"):
                 await asyncio.sleep(0.05)
             if job.state != "done":
                 raise HTTPException(500, job.error or job.state)
             assert job.result is not None
             return job.result
-        return await asyncio.wrap_future(service.submit(ask))
+        # quick methods: decoded, explained and serialised in one worker (one thread hop)
+        body = await asyncio.wrap_future(
+            service.submit(await _asker(service, form, max_bytes), as_json=True))
+        return Response(body, media_type="application/json")
 
     @app.post("/api/jobs", tags=["explain"], status_code=202)
     async def start_job(form: Annotated[Form_, Depends()]) -> dict[str, Any]:
         """Start an explanation in the background (for slow methods): poll
-        ``GET /api/jobs/{id}`` for progress, cancel with ``DELETE``."""
+        ``GET /api/jobs/{id}`` for progress and the time estimate, cancel with
+        ``DELETE``."""
         return service.start_job(await _ask(service, form, max_bytes)).to_dict()
 
     @app.get("/api/jobs/{job_id}", tags=["explain"])
     async def job(job_id: str) -> dict[str, Any]:
-        """State, forward passes so far, progress and time left (known from the last run
-        of the method on this model), and the result when done."""
+        """State, images through the model so far (``forward_passes``), the passes the
+        method plans (``planned_passes``, where it can say), ``progress``, the expected
+        duration of the whole job (``estimate_s``: the method's own timed estimate, its
+        planned passes x this model's time per image, or the last run of the method on
+        this model; ``null`` before anything is known), ``elapsed_s``, the time left
+        (``eta_s``), and the result when done."""
         try:
             return service.job(job_id).to_dict()
         except KeyError:

@@ -38,8 +38,11 @@ def check_pixels(width: int, height: int, limit: int, source: str) -> None:
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                  source: str = "the upload") -> np.ndarray:
-    """``float32 [H, W, C]`` in ``[0, 1]`` from an image file's bytes; the size is checked
-    from the header before decoding."""
+    """``[H, W, C]`` pixels from an image file's bytes, decoded once; the size is checked
+    from the header before decoding. 8-bit grey/RGB(A) images stay ``uint8`` (the model's
+    preprocessing scales them by 255, exactly as :func:`mindlens.io.pil_to_array` would:
+    converting here would only double the work); other depths are ``float32`` in
+    ``[0, 1]``."""
     if not data:
         raise InputError(f"{source} is empty (0 bytes)")
     try:
@@ -48,7 +51,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             img = Image.open(io.BytesIO(data))  # lazy: reads the header only
             check_pixels(img.width, img.height, max_pixels, source)
             img.load()
-            return mio.pil_to_array(img, source=source)
+            return _pixels(img, source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise TooLarge(f"{source} is too large to decode ({e})") from None
     except UnidentifiedImageError:
@@ -58,6 +61,18 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         if isinstance(e, InputError):
             raise
         raise InputError(f"{source} is corrupt or truncated ({e})") from None
+
+
+def _pixels(img: Image.Image, source: str) -> np.ndarray:
+    if img.width == 0 or img.height == 0:
+        raise InputError(f"{source} has zero size ({img.width}x{img.height})")
+    img = mio.normal_mode(img)
+    if img.mode in ("L", "RGB"):
+        a = np.asarray(img)
+        return a[..., None] if a.ndim == 2 else a
+    if img.mode in ("LA", "RGBA"):
+        return np.asarray(img.convert("RGBA"))
+    return mio.pil_to_array(img, source=source)
 
 
 def digest(*parts: bytes) -> str:

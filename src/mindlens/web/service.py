@@ -7,14 +7,16 @@ Every explanation goes through :func:`mindlens.cases.run` and is presented from 
 Concurrency: each served model has two *lanes*, the caller's classifier for fast methods
 and a private copy (``copy.deepcopy``) for slow ones (occlusion, ...), each behind its own
 lock, so a slow job never blocks a quick Grad-CAM. Work runs in bounded thread pools;
-past ``workers + queue`` waiting requests, :class:`Busy` is raised (HTTP 503).
+past ``workers + queue`` waiting requests, :class:`Busy` is raised (HTTP 503). An answer's
+pictures are drawn after the lock is let go (the next request may use the model), the
+photo and the trusted picture on helper threads while the map is drawn.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import io
+import dataclasses
 import json
 import threading
 import time
@@ -28,13 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .. import cases, methods
+from .. import cases, methods, progress
 from ..errors import InputError
 from ..model import Classifier
 from ..render.colors import colorize, to_display
 from ..render.evidence import as_rgb
+from ..render.png import fast_png_uri
 from ..verdict import Words
 from .limits import DEFAULT_MAX_PIXELS, decode_image, digest
 from .pictures import Picture
@@ -104,15 +106,22 @@ class Ask:
     target: int | str | None = None
     top_k: int = 1
     fraction: float = cases.DEFAULT_FRACTION
+    pictures: bool = True  # False: no PNG data URIs in the answer (scripts)
 
     def key(self) -> str:
         return json.dumps([self.image_key, self.model, self.method, self.target, self.top_k,
-                           self.fraction])
+                           self.fraction, self.pictures])
 
 
 @dataclass
 class Job:
-    """A slow explanation running in the background."""
+    """A slow explanation running in the background.
+
+    Its expected duration (``estimate_s``) comes, best first, from the method's own cost
+    estimate (:mod:`mindlens.progress`: its planned model passes x one timed pass), from
+    the planned passes x this model's measured time per image, or from the last run of the
+    method on this model; progress from the planned passes done, or from the images
+    through the model against the last run's count."""
 
     id: str
     ask: Ask
@@ -124,18 +133,40 @@ class Job:
     result: dict[str, Any] | None = None
     error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    planned: int | None = None  # model passes the method plans (progress reporter)
+    done: int = 0  # of those, done
+    estimate_s: float | None = None  # the expected duration of the whole job
+    per_image_s: float | None = None  # this model's time per image, from earlier jobs
+    timed: bool = False  # estimate_s is the method's own timed estimate
+
+    def report(self, _label: str, done: int, total: int) -> None:
+        """A :func:`mindlens.progress.reporting` reporter: the method's planned passes."""
+        if total and self.planned is None and not self.timed and self.per_image_s:
+            self.estimate_s = total * self.per_image_s
+        self.done, self.planned = done, total
+
+    def take_estimate(self, est: progress.Estimate) -> None:
+        """A :func:`mindlens.progress.estimating` sink: the method's timed estimate."""
+        self.estimate_s, self.timed = est.seconds, True
 
     def to_dict(self) -> dict[str, Any]:
         now = time.monotonic()
         elapsed = None if self.started is None else (self.finished or now) - self.started
-        progress = eta = None
+        progress_ = eta = None
         if self.state == "done":
-            progress = 1.0
+            progress_ = 1.0
+        elif self.planned and self.done:
+            progress_ = min(0.99, self.done / self.planned)
         elif self.expected and self.rows:
-            progress = min(0.99, self.rows / self.expected)
-            eta = elapsed / progress - elapsed if elapsed else None
+            progress_ = min(0.99, self.rows / self.expected)
+        if self.state in ("queued", "running"):
+            if progress_ and elapsed:
+                eta = elapsed / progress_ - elapsed
+            elif self.estimate_s is not None:
+                eta = max(0.0, self.estimate_s - (elapsed or 0.0))
         return {"id": self.id, "state": self.state, "method": self.ask.method,
-                "forward_passes": self.rows, "progress": progress, "elapsed_s": elapsed,
+                "forward_passes": self.rows, "planned_passes": self.planned,
+                "progress": progress_, "elapsed_s": elapsed, "estimate_s": self.estimate_s,
                 "eta_s": eta, "error": self.error, "result": self.result}
 
 
@@ -165,7 +196,9 @@ class Service:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
-        self._expected: dict[tuple[str, str], int] = {}
+        self._expected: dict[tuple[str, str], int] = {}  # images through the model
+        self._took: dict[tuple[str, str], float] = {}  # seconds, last run
+        self._per_image: dict[str, float] = {}  # seconds per image through the model
 
     # -- catalogue ----------------------------------------------------------------------
     def method_names(self) -> list[str]:
@@ -182,7 +215,7 @@ class Service:
     def ask(self, *, model: str | None, method: str, image: bytes | None = None,
             image_id: str | None = None, mask: bytes | None = None,
             target: str | None = None, top_k: int = 1,
-            fraction: float = cases.DEFAULT_FRACTION) -> Ask:
+            fraction: float = cases.DEFAULT_FRACTION, pictures: bool = True) -> Ask:
         """Validate a request: the image from its bytes or its id, never from a path."""
         served = self.model(model)
         if method not in self.method_names():
@@ -214,7 +247,7 @@ class Service:
         t: int | str | None = target if target not in (None, "") else self.default_target
         if isinstance(t, str) and t.strip().lstrip("-").isdigit():
             t = int(t)
-        return Ask(served.name, method, pixels, key, marks, t, top_k, fraction)
+        return Ask(served.name, method, pixels, key, marks, t, top_k, fraction, pictures)
 
     # -- running ------------------------------------------------------------------------
     def cached(self, ask: Ask) -> dict[str, Any] | None:
@@ -230,11 +263,22 @@ class Service:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
-    def submit(self, ask: Ask) -> Future:
-        """Explain on the fast lane in the pool; :class:`Busy` when it is full."""
+    def submit(self, ask: Ask | Callable[[], Ask], as_json: bool = False) -> Future:
+        """Explain on the fast lane in the pool; :class:`Busy` when it is full.
+
+        ``ask`` may be a function that makes the :class:`Ask` (validates and decodes the
+        upload) in the worker: one thread hop per request instead of two. With
+        ``as_json``, the future holds the answer as JSON bytes, serialised in the worker
+        (not on the server's event loop)."""
         if not self._slots.acquire(blocking=False):
             raise Busy("all explanation workers are busy")
-        fut = self._pool.submit(self._explain, ask, self.models[ask.model].fast)
+
+        def work() -> dict[str, Any] | bytes:
+            a = ask if isinstance(ask, Ask) else ask()
+            result = self._explain(a, self.models[a.model].fast)
+            return to_json(result) if as_json else result
+
+        fut = self._pool.submit(work)
         fut.add_done_callback(lambda _f: self._slots.release())
         return fut
 
@@ -248,7 +292,7 @@ class Service:
             return {**hit, "cached": True}
         with lane.lock:
             case = self._case(ask, lane.clf, [ask.method], job)
-            result = encode(case, ask.fraction)
+        result = encode(case, ask.fraction, ask.pictures)  # off the lock: the next may run
         result["model"] = ask.model
         self._store(ask, result)
         return {**result, "cached": False}
@@ -302,7 +346,9 @@ class Service:
         self._forget_old_jobs()
         if not self._slow_slots.acquire(blocking=False):
             raise Busy("the queue of slow methods is full")
-        job = Job(uuid.uuid4().hex, ask, expected=self._expected.get((ask.model, ask.method)))
+        job = Job(uuid.uuid4().hex, ask, expected=self._expected.get((ask.model, ask.method)),
+                  estimate_s=self._took.get((ask.model, ask.method)),
+                  per_image_s=self._per_image.get(ask.model))
         self.jobs[job.id] = job
         hit = self.cached(ask)
         if hit is not None:
@@ -320,9 +366,15 @@ class Service:
             return
         job.state, job.started = "running", time.monotonic()
         try:
-            job.result = self._explain(job.ask, self.models[job.ask.model].slow, job)
+            with progress.reporting(job.report), progress.estimating(job.take_estimate):
+                job.result = self._explain(job.ask, self.models[job.ask.model].slow, job)
             job.state = "done"
-            self._expected[(job.ask.model, job.ask.method)] = max(job.rows, 1)
+            key = (job.ask.model, job.ask.method)
+            self._expected[key] = max(job.rows, 1)
+            if not job.result.get("cached"):
+                took = time.monotonic() - job.started
+                self._took[key] = took
+                self._per_image[job.ask.model] = took / max(job.rows, 1)
         except Cancelled:
             job.state = "cancelled"
         except Exception as e:  # reported to the client, not lost
@@ -355,6 +407,12 @@ class Service:
         self._slow_pool.shutdown(wait=False, cancel_futures=True)
 
 
+def to_json(result: dict[str, Any]) -> bytes:
+    """An answer as the JSON bytes Starlette's ``JSONResponse`` would send."""
+    return json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
+
+
 def _watch(job: Job) -> Callable[..., None]:
     def hook(_module: torch.nn.Module, inputs: Any) -> None:
         if job.cancel.is_set():
@@ -364,25 +422,21 @@ def _watch(job: Job) -> Callable[..., None]:
     return hook
 
 
-def png_uri(pixels: np.ndarray) -> str:
-    """A PNG data URI, compressed fast (zlib level 1): a page answer, not an archive."""
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
+def encode(case: cases.Case, fraction: float, pictures: bool = True) -> dict[str, Any]:
     """The JSON of one case: :meth:`Case.to_dict` (decision with the top classes,
     verdict, trusted method, map provenance), ``classes`` (the decision's top classes:
     index, label, probability), the input and the trusted picture as PNG data URIs, and per
-    map its colours (PNG data URI) and raw values (base64 of little-endian float32)."""
+    map its colours (PNG data URI), raw values (base64 of little-endian float32) and, for
+    a concept method (MACE), the report's concept panel (else ``None``). Without
+    ``pictures`` the PNG data URIs (``image``, ``trusted_picture``, the maps' ``png``)
+    are ``None`` and not drawn: for scripts that read the values."""
     out = case.to_dict()
     out["classes"] = out["decision"]["top"]
-    out["image"] = png_uri(as_rgb(case.pixels))
-    pic = cases.trusted_picture(case, fraction)
-    out["trusted_picture"] = None if pic is None else {
-        "png": png_uri(pic.pixels), "evidence_colour": pic.evidence_colour,
-        "marks_colour": pic.marks_colour}
+    image = trusted = None
+    if pictures:  # the photo and the trusted picture drawn beside the maps (zlib and numpy
+        # let go of the GIL): on an idle second core they cost no latency
+        image = _drawing().submit(lambda: fast_png_uri(as_rgb(case.pixels)))
+        trusted = _drawing().submit(_trusted_picture, case, fraction)
     maps = []
     infos = iter(case.maps)
     for name, e in case.explanations.items():
@@ -390,11 +444,47 @@ def encode(case: cases.Case, fraction: float) -> dict[str, Any]:
         for t in range(e.targets.shape[1]):
             info = next(infos)
             m = e.maps[0, t].float().cpu().numpy()
-            rgb = colorize(to_display(m, e.signed, clip))
             values = np.ascontiguousarray(m, dtype="<f4")
             maps.append({**info.to_dict(), "method": name,
-                         "png": png_uri(rgb),
+                         "png": fast_png_uri(colorize(to_display(m, e.signed, clip)))
+                         if pictures else None,
                          "values": base64.b64encode(values.tobytes()).decode(),
-                         "shape": list(values.shape), "dtype": "float32"})
+                         "shape": list(values.shape), "dtype": "float32",
+                         "concepts": _concepts(name, e, t, case.pixels, info.label)})
+    out["image"] = None if image is None else image.result()
+    out["trusted_picture"] = None if trusted is None else trusted.result()
     out["maps"] = maps
     return out
+
+
+def _trusted_picture(case: cases.Case, fraction: float) -> dict[str, Any] | None:
+    pic = cases.trusted_picture(case, fraction)
+    return None if pic is None else {"png": fast_png_uri(pic.pixels),
+                                     "evidence_colour": pic.evidence_colour,
+                                     "marks_colour": pic.marks_colour}
+
+
+_DRAWING: list[ThreadPoolExecutor] = []
+_DRAWING_LOCK = threading.Lock()
+
+
+def _drawing() -> ThreadPoolExecutor:
+    """The threads that draw an answer's pictures besides the map (made once)."""
+    with _DRAWING_LOCK:
+        if not _DRAWING:
+            # two pictures per answer, for the default two workers at once
+            _DRAWING.append(ThreadPoolExecutor(4, thread_name_prefix="mindlens-draw"))
+        return _DRAWING[0]
+
+
+def _concepts(name: str, e: Any, t: int, pixels: np.ndarray, label: str
+              ) -> dict[str, Any] | None:
+    """The report's concept panel (:func:`mindlens.report.concept_panel`) as JSON: the
+    summary sentence, the top concepts (share of the evidence, found or not, the region as
+    a data URI, training patches) and the fidelity and agreement sentences."""
+    if "concepts" not in e.extras:
+        return None
+    from ..report import concept_panel
+
+    panel = concept_panel(name, e, 0, t, as_rgb(pixels), label)
+    return None if panel is None else dataclasses.asdict(panel)

@@ -4,7 +4,7 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const state = { model: "", model2: "", image: "", target: "", a: "gradcam", b: "",
-                opacity: 60, top: 100 };
+                opacity: 80, top: 100 };
 let upload = null;      // {image: Blob, name}
 let maskBlob = null;
 let methods = [];
@@ -76,7 +76,7 @@ function renderCase(col, res) {
     if (c.index === explained) b.classList.add("sel");
     const name = document.createElement("span"); name.textContent = c.label;
     const bar = document.createElement("span"); bar.className = "bar";
-    bar.style.width = `${Math.max(1, c.probability * 100)}%`;
+    bar.style.width = `${c.probability >= 0.005 ? Math.max(1, c.probability * 100) : 0}%`;  // no bar for 0.0%
     const p = document.createElement("span"); p.textContent = `${(c.probability * 100).toFixed(1)}%`;
     b.title = `explain “${c.label}”`;
     b.append(name, bar, p);
@@ -104,6 +104,16 @@ function renderCase(col, res) {
       + `. Why ${m.title}: ${res.trusted_why}.`;
     t.append(img, lg); col.append(t);
   }
+  if (methods.some((x) => x.name === "mace") && state.a !== "mace" && state.b !== "mace") {
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "show-concepts";
+    b.textContent = "show the concepts the model learnt (MACE)";
+    b.addEventListener("click", () => {
+      state.b = "mace"; syncControls(); writeHash(); b.remove();
+      explainPanel("b").catch((x) => say(x.message));
+    });
+    text.append(b);
+  }
 }
 
 // -- map panels --------------------------------------------------------------------------
@@ -116,14 +126,79 @@ function decode(b64) {
 
 function drawMap(panel, res) {
   const m = res.maps[0];
-  shown[panel.id] = { map: m, values: decode(m.values), image: res.image };
+  const values = decode(m.values);
+  shown[panel.id] = { map: m, values, strength: strength(values, m.signed), image: res.image };
   const stack = $(".stack", panel);
   stack.hidden = false;
   $(".base", stack).src = res.image;
+  stack.classList.add("quiet");   // a gray ground: the photo's colours are not the map's (as the report)
   paint(panel);
+  renderConcepts(panel, m.concepts);
   $(".caption", panel).textContent = `${m.title} for “${m.label}”` +
     (m.probability !== null ? ` (${(m.probability * 100).toFixed(1)}%)` : "") +
     `; computed at ${m.native_shape.join("×")}` + (res.cached ? " (cached)" : "");
+  $(".key", panel).textContent = m.signed
+    ? `Red: evidence for “${m.label}”; blue: against it.`
+    : `Yellow: most relevant for “${m.label}”; purple: less.`;
+  $(".key", panel).textContent += " Where the map is near zero the photo shows through.";
+}
+
+// the report's concept panel (mindlens.report.concept_panel), sent as JSON with MACE maps
+function renderConcepts(panel, cp) {
+  const box = $(".concepts", panel);
+  box.replaceChildren();
+  box.hidden = !cp;
+  if (!cp) return;
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const head = el("p");
+  head.append(el("b", "", `Concepts behind “${cp.label}”: `), cp.summary);
+  box.append(head);
+  for (const c of cp.concepts) {
+    const row = el("div", "concept");
+    const region = el("img", "region");
+    region.src = c.region; region.alt = `where concept ${c.rank} is found`;
+    const info = el("div");
+    const pct = Math.round(100 * Math.abs(c.share));
+    const bar = el("div", "cbar");
+    const fill = el("span", c.share < 0 ? "against" : "");
+    fill.style.width = `${(100 * Math.abs(c.share)).toFixed(1)}%`;
+    bar.append(fill);
+    info.append(el("div", "small", `Concept ${c.rank}`), el("div", "share", `${pct}%`), bar,
+      el("div", "small", `of the evidence, ${c.share < 0 ? "against" : "for"} “${cp.label}”` +
+        (c.found ? "" : "; not found in this image")));
+    row.append(region, info);
+    if (c.prototypes.length) {
+      const protos = el("div", "protos");
+      for (const src of c.prototypes) { const i = el("img"); i.src = src; i.alt = "training patch"; protos.append(i); }
+      const wrap = el("div");
+      wrap.append(protos, el("div", "small", "Training patches where this concept mattered most"));
+      row.append(wrap);
+    }
+    box.append(row);
+  }
+  const tail = [cp.fidelity, cp.agreement].filter(Boolean).join(" ");
+  if (tail) box.append(el("p", "small", tail));
+}
+
+// how strongly each pixel speaks, in [0, 1], on the scale the colours use (the 99.5th
+// percentile is the top): |value| for signed maps, above the minimum otherwise
+function strength(values, signed) {
+  const n = values.length;
+  const a = new Float32Array(n);
+  let lo = Infinity;
+  for (let i = 0; i < n; i++) { a[i] = signed ? Math.abs(values[i]) : values[i]; if (a[i] < lo) lo = a[i]; }
+  if (signed) lo = 0;
+  const sorted = Float32Array.from(a).sort();
+  const top = sorted[Math.min(n - 1, Math.floor(0.995 * (n - 1)))];
+  const out = new Float32Array(n);
+  if (!(top > lo)) return out;
+  for (let i = 0; i < n; i++) out[i] = Math.max(0, Math.min(1, (a[i] - lo) / (top - lo)));
+  return out;
 }
 
 function paint(panel) {
@@ -137,14 +212,16 @@ function paint(panel) {
     canvas.width = w; canvas.height = h;
     const ctx = canvas.getContext("2d");
     ctx.drawImage(img, 0, 0, w, h);
+    const data = ctx.getImageData(0, 0, w, h);
+    // the photo shows through where the map is weak: alpha follows the strength
+    for (let i = 0; i < s.values.length; i++) data.data[4 * i + 3] = Math.round(255 * Math.min(1, 2 * s.strength[i]));
     if (state.top < 100) {
       const sorted = Float32Array.from(s.values).sort();
       const k = Math.max(0, Math.min(sorted.length - 1, Math.floor(sorted.length * (1 - state.top / 100))));
       const thr = sorted[k];
-      const data = ctx.getImageData(0, 0, w, h);
       for (let i = 0; i < s.values.length; i++) if (!(s.values[i] >= thr)) data.data[4 * i + 3] = 0;
-      ctx.putImageData(data, 0, 0);
     }
+    ctx.putImageData(data, 0, 0);
     canvas.dataset.painted = `${state.opacity}:${state.top}`;
   };
   img.src = s.map.png;
@@ -168,8 +245,7 @@ async function explainPanel(key) {
   while (job.state === "queued" || job.state === "running") {
     const p = $("progress", prog);
     if (job.progress !== null) p.value = job.progress; else p.removeAttribute("value");
-    $(".ptext", prog).textContent = `${job.state}: ${job.forward_passes} images through the model` +
-      (job.eta_s !== null ? `, about ${Math.ceil(job.eta_s)} s left` : "");
+    $(".ptext", prog).textContent = jobText(job);
     await new Promise((r) => setTimeout(r, 400));
     if (jobs[key] !== job.id) return null;   // cancelled or replaced
     job = await (await api(`/api/jobs/${job.id}`)).json();
@@ -179,6 +255,17 @@ async function explainPanel(key) {
   if (job.state !== "done") { $(".caption", panel).textContent = `${name}: ${job.state} ${job.error || ""}`; return null; }
   drawMap(panel, job.result);
   return job.result;
+}
+
+function duration(s) { return s < 90 ? `${Math.max(1, Math.ceil(s))} s` : `${Math.round(s / 60)} min`; }
+
+// what a slow job has done and how long it will take (estimate_s: the whole job, eta_s: left)
+function jobText(job) {
+  const est = job.estimate_s !== null && job.estimate_s !== undefined;
+  return `${job.state}: ${job.forward_passes} images through the model` +
+    (job.eta_s !== null ? `, about ${duration(job.eta_s)} left` : "") +
+    (est ? ` (expected to take about ${duration(job.estimate_s)} in all)`
+      : "; no time estimate yet (this method's first run on this model measures it)");
 }
 
 function cancelJob(key) {
