@@ -21,11 +21,16 @@ from .spray import spray, tsne
 TYPICAL = 8
 
 
+def _called(rows: list[dict[str, Any]]) -> bool:
+    """Whether every map of a class explains the class the model predicted (the flags then
+    say the images "called" it; where a scan fixed the class, ``--target``, they were
+    "explained for" it)."""
+    return all(r.get("target") == r.get("predicted") for r in rows)
+
+
 def _who(cls: str, rows: list[dict[str, Any]]) -> str:
-    """How the flags name a class's images: "called" where every map explains the class
-    the model predicted, "explained for" where a scan fixed the class (``--target``)."""
-    called = all(r.get("target") == r.get("predicted") for r in rows)
-    return f"the images {'called' if called else 'explained for'} '{cls}'"
+    """How the flags name a class's images."""
+    return f"the images {'called' if _called(rows) else 'explained for'} '{cls}'"
 
 
 def _flag(who: str, share: float, loc: dict[str, Any], in_mask: float | None,
@@ -90,7 +95,8 @@ def audit_class(cls: str, rows: list[dict[str, Any]], maps: np.ndarray, method: 
     if n < 50:
         note = (note + "; " if note else "") + f"only {n} images: the spectrum is unstable"
     return {
-        "images": n, "who": who, "eigenvalues": [float(v) for v in res.eigenvalues],
+        "images": n, "who": who, "called": _called(rows),
+        "eigenvalues": [float(v) for v in res.eigenvalues],
         "k": k, "gap_ratio": res.gap.ratio if np.isfinite(res.gap.ratio) else None,
         "near_zero": res.gap.near_zero,
         "clear_gap": res.gap.clear, "note": note,

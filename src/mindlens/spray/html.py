@@ -64,9 +64,9 @@ def write_html(result: dict[str, Any], path: Path) -> Path:
             clusters.append({**cl, "colour": cluster_colour(i),
                              "mean_map": _map_uri(cl["mean_map"]), "thumbs": thumbs})
         ratio = c["gap_ratio"]
-        who = c.get("who") or f"the images called '{name}'"
+        verb = "called" if c.get("called", True) else "explained for"
         classes.append({**c, "name": name, "clusters": clusters,
-                        "heading": who[4].upper() + who[5:],  # "Images called 'x'"
+                        "heading": f"Images {verb} “{name}”",
                         "gap_ratio": "∞" if ratio is None else f"{ratio:.1f}",
                         "mean_map": _map_uri(c["mean_map"]),
                         "spectrum": _spectrum(c["eigenvalues"], c["k"]),

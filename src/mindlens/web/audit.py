@@ -217,6 +217,7 @@ class Audits:
                 "in_mask", "flags")
         return {"audit": name, "class": cls, "method": s.method,
                 "method_title": _title(s.method), **{k: c[k] for k in keys},
+                "called": c.get("called", True),
                 "mean_map": f"{here}/mean.png",
                 "points": points, "shown": len(points), "clusters": clusters}
 
@@ -230,7 +231,8 @@ class Audits:
         rows = c["rows"]
         members = [{"position": int(r["position"]), "id": r["id"]}
                    for r, lab in zip(rows, c["labels"], strict=True) if lab == k]
-        return {"audit": name, "class": cls, **view["clusters"][k], "members": members}
+        return {"audit": name, "class": cls, "called": view["called"], **view["clusters"][k],
+                "members": members}
 
     def row_view(self, name: str, position: int) -> dict[str, Any]:
         """An image's index row, in words: label, decision, top classes, inside the marks,

@@ -87,7 +87,7 @@ async function loadClass() {
   const flags = $("#flags");
   flags.replaceChildren(...view.flags.map((f) => el("p", f, "flag")));
   if (!view.flags.length) flags.append(el("p", "No strategy of this class puts its evidence at a fixed place.", "small"));
-  $("#summary").textContent = `${view.k} strateg${view.k === 1 ? "y" : "ies"} among the ${view.images} images called “${view.class}”` +
+  $("#summary").textContent = `${view.k} strateg${view.k === 1 ? "y" : "ies"} among the ${view.images} images ${view.called === false ? "explained for" : "called"} “${view.class}”` +
     (view.gap_ratio !== null ? ` (eigengap ratio ${view.gap_ratio.toFixed(1)})` : "") + "." +
     (view.note ? ` Note: ${view.note}.` : "") +
     (view.in_mask !== null ? ` Share of the evidence inside the marked regions: ${pct(view.in_mask)}.` : "") +
@@ -254,7 +254,7 @@ async function showCluster(box, k, current) {
   const h = el("h2");
   const dot = el("span", null, "dot" + (flagged(cl) ? " flagged" : ""));
   dot.style.background = cl.colour;
-  h.append(dot, ` Strategy ${k + 1}: ${cl.size} images (${pct(cl.share)}) called “${cl.class}”`);
+  h.append(dot, ` Strategy ${k + 1}: ${cl.size} images (${pct(cl.share)}) ${cl.called === false ? "explained for" : "called"} “${cl.class}”`);
   const flags = cl.flags.map((f) => el("p", f, "flag"));
   const mean = el("img", null, "mean");
   mean.src = cl.mean_map; mean.alt = "mean evidence of the strategy"; mean.id = "strategy-mean";
