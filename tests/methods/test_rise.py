@@ -189,3 +189,27 @@ def test_model_that_rejects_channels_last_runs_contiguous() -> None:
     e = mindlens.explain(clf, x, "rise", target=1, n_masks=30, s=2, batch_size=8)
     ref = mindlens.explain(clf, x[:1], "rise", target=1, n_masks=30, s=2, batch_size=1)
     torch.testing.assert_close(e.maps[:1], ref.maps, rtol=1e-5, atol=1e-6)
+
+
+def test_progress_counts_every_masked_pass_and_the_estimate_knows_them() -> None:
+    """RISE says its passes before it starts (so a first run has a time estimate) and
+    ticks them off as it runs."""
+    from mindlens import progress
+
+    N = progress.MIN_PASSES  # a call small enough for no estimate would not be timed
+    torch.manual_seed(0)
+    clf = mindlens.Classifier(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                                                  torch.nn.LazyLinear(3)), (12, 12), 3)
+    x = torch.rand(2, 3, 12, 12)
+    clf(x)
+    seen: list[tuple[str, int, int]] = []
+    estimates: list = []
+    with progress.reporting(lambda name, done, total: seen.append((name, done, total))), \
+            progress.estimating(estimates.append):
+        mindlens.explain(clf, x, "rise", n_masks=N, batch_size=64)
+    total = 2 * (N + 1)
+    assert mindlens.methods.get("rise")(n_masks=N).passes(clf, x) == total
+    assert seen[0] == ("rise", 0, total) and seen[-1] == ("rise", total, total)
+    dones = [d for _, d, _ in seen]
+    assert dones == sorted(dones) and len(set(dones)) > 3
+    assert estimates and estimates[0].passes == total

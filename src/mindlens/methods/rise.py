@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import progress
 from ..errors import InputError
 from ..explanation import Cost, Explanation
 from ..model import Classifier
@@ -133,6 +134,12 @@ class Rise(Method):
                                 "seed": 0, "batch_size": None, "mask_recipe": "mindlens",
                                 "channels_last": True}
 
+    faster = "fewer masks (e.g. n_masks=1000: a noisier map, sooner)"
+
+    def passes(self, clf: Classifier, x: torch.Tensor) -> int:
+        """Model passes of one call: one per mask and one clean pass, per image."""
+        return x.shape[0] * (int(self.params["n_masks"]) + 1)
+
     def validate(self) -> None:
         p = self.params
         for key in ("n_masks", "s"):
@@ -168,6 +175,7 @@ class Rise(Method):
         n = len(masks)
         with clf.patched(), torch.inference_mode():
             logits = layout.call(clf, x)
+            progress.tick(b)
             classes = targets.resolve(logits)
             n_t = classes.shape[1]
             acc = torch.zeros(b, n_t, h * w, dtype=torch.float64, device=x.device)
@@ -181,6 +189,7 @@ class Rise(Method):
                 inp = x[:, None] * mk if zero_fill else \
                     fill[:, None] + (x - fill)[:, None] * mk
                 out = layout.call(clf, inp.reshape(b * k, *x.shape[1:]))
+                progress.tick(b * k)
                 calls += 1
                 sc = class_scores(out, classes.repeat_interleave(k, dim=0), p["score"], targets)
                 sc = sc.view(b, k, n_t).double()
