@@ -59,9 +59,13 @@ def main() -> None:
     def on_estimates(found) -> None:
         phase["estimated"] = time.perf_counter()
         estimates.update({e.method: e.seconds for e in found})
+        print(f"estimates ({phase['estimated'] - t0:.1f} s): "
+              + ", ".join(f"{e.method} {e.seconds:.0f} s" for e in found), flush=True)
 
     def progress(method: str, done: int, total: int) -> None:
         marks[method] = time.perf_counter()
+        if done == total:  # live, for long runs on a busy machine
+            print(f"  {method} done at {marks[method] - t0:.0f} s", flush=True)
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()
