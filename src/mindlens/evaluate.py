@@ -322,7 +322,7 @@ SMALL_SIDE, SMALL_BATCH = 64, 256
 #: Monte-Carlo sizes of the sampling methods in an evaluation, where each image is
 #: explained about nine times (their own defaults: 50 steps / 50 samples / 6,000 masks)
 EVALUATION_SAMPLES = {"integrated_gradients": ("n_steps", 16), "smoothgrad": ("n", 16),
-                      "rise": ("n_masks", 1000)}
+                      "rise": ("n_masks", 500)}
 
 
 def evaluation_params(clf: Classifier, name: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,7 +337,7 @@ def evaluation_params(clf: Classifier, name: str, given: Mapping[str, Any]) -> d
       instead of scikit-image's 100 (122 on a 32-px image);
     - fewer Monte-Carlo samples for the sampling methods (:data:`EVALUATION_SAMPLES`:
       Integrated Gradients' Gauss-Legendre rule with 16 nodes, SmoothGrad with 16 noisy
-      copies, RISE with 1,000 masks);
+      copies, RISE with 500 masks);
     - on small inputs (:data:`SMALL_SIDE`) the perturbation methods in batches of
       :data:`SMALL_BATCH` copies and occlusion in its exact mode.
     """
