@@ -313,16 +313,15 @@ class Estimate:
 
 
 #: inputs with a side of at most this many pixels are "small" for the evaluation (CIFAR,
-#: MNIST): there a perturbation method's occluded copies go through the whole model in
-#: batches of :data:`SMALL_BATCH` (on a busy 2-core CPU ResNet-20 at 32 px ran 2-3x faster
-#: per copy in batches of 256 than of 64), and occlusion runs its "exact" mode (a 4-px
-#: window's projective field covers most of a 32-px network after a few layers, so the
-#: incremental engine recomputes nearly everything and measured slower)
-SMALL_SIDE, SMALL_BATCH = 64, 256
+#: MNIST): there occlusion runs its "exact" mode (a 4-px window's projective field covers
+#: most of a 32-px network after a few layers, so the incremental engine saves little and
+#: its check windows cost extra: 0.77 s exact against 1.04 s auto for 8 CIFAR images with
+#: 8 x 8 tiles on ResNet-20, quiet machine, 2 threads)
+SMALL_SIDE = 64
 #: Monte-Carlo sizes of the sampling methods in an evaluation, where each image is
 #: explained about nine times (their own defaults: 50 steps / 50 samples / 6,000 masks)
 EVALUATION_SAMPLES = {"integrated_gradients": ("n_steps", 16), "smoothgrad": ("n", 16),
-                      "rise": ("n_masks", 500)}
+                      "rise": ("n_masks", 250)}
 
 
 def evaluation_params(clf: Classifier, name: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,9 +336,8 @@ def evaluation_params(clf: Classifier, name: str, given: Mapping[str, Any]) -> d
       instead of scikit-image's 100 (122 on a 32-px image);
     - fewer Monte-Carlo samples for the sampling methods (:data:`EVALUATION_SAMPLES`:
       Integrated Gradients' Gauss-Legendre rule with 16 nodes, SmoothGrad with 16 noisy
-      copies, RISE with 500 masks);
-    - on small inputs (:data:`SMALL_SIDE`) the perturbation methods in batches of
-      :data:`SMALL_BATCH` copies and occlusion in its exact mode.
+      copies, RISE with 250 masks: its 8 x 8 cells are each kept in about 25 of them);
+    - on small inputs (:data:`SMALL_SIDE`) occlusion in its exact mode.
     """
     out = dict(given)
     side = min(clf.input_size)
@@ -355,8 +353,6 @@ def evaluation_params(clf: Classifier, name: str, given: Mapping[str, Any]) -> d
     if name in EVALUATION_SAMPLES:
         key, value = EVALUATION_SAMPLES[name]
         out.setdefault(key, value)
-    if small and name in ("occlusion", "area_occlusion", "rise"):
-        out.setdefault("batch_size", SMALL_BATCH)
     return out
 
 
