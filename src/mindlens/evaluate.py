@@ -330,8 +330,9 @@ def evaluation_params(clf: Classifier, name: str, given: Mapping[str, Any]) -> d
     ``criteria.json``:
 
     - occlusion: a window of about 1/8 of the image side, tiled (stride = window: 8 x 8
-      positions at any input size) instead of the pixel-level default, which on a 32-px
-      input means 961 forward passes per image and per metric re-run;
+      positions, 9 x 9 where the side is not a multiple of the window) instead of the
+      pixel-level default, which on a 32-px input means 961 forward passes per image and
+      per metric re-run;
     - area occlusion on small inputs: SLIC with 64 regions (about the occlusion tiles)
       instead of scikit-image's 100 (122 on a 32-px image);
     - fewer Monte-Carlo samples for the sampling methods (:data:`EVALUATION_SAMPLES`:
