@@ -3,7 +3,8 @@ side by side in one run, cases in turns (``--repeat`` rounds, medians).
 
 ResNet-20 (CIFAR-10 asset), 8 real CIFAR-10 images, saliency maps. Quantus is configured as
 in ``tests/metrics/test_quantus_match.py`` (``normalise=False``, ``abs`` per definition,
-the same explain function); the robustness metrics draw the same number of noise samples,
+the same explain function); the robustness metrics draw the same number of noise samples
+and both get the clean maps (Quantus' ``a_batch``, mindlens' ``base``),
 the faithfulness pair flips the same number of pixels per step (deletion: ``steps`` steps
 of ``H*W/steps`` pixels, all channels, against ``PixelFlipping`` with the same
 ``features_in_step``). Run: ``python benchmarks/metrics.py [--repeat 3] [--threads 2]``.
@@ -68,13 +69,13 @@ def cases(clf, x, samples: int, steps: int):
     return {
         "max_sensitivity": (
             lambda: metrics.sensitivity(explain, clf, x, classes, radius=radius,
-                                        n_samples=samples),
+                                        n_samples=samples, base=maps),
             q(quantus.MaxSensitivity(nr_samples=samples, normalise=False, abs=False,
                                      lower_bound=radius, disable_warnings=True),
               explain_func=explain_np)),
         "avg_sensitivity": (
             lambda: metrics.avg_sensitivity(explain, clf, x, classes=classes, radius=radius,
-                                            n_samples=samples),
+                                            n_samples=samples, base=maps),
             q(quantus.AvgSensitivity(nr_samples=samples, normalise=False, abs=False,
                                      lower_bound=radius, disable_warnings=True),
               explain_func=explain_np)),

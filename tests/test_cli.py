@@ -99,7 +99,9 @@ def test_evaluate_writes_criteria_page(setup):
     assert result.exit_code == 0, result.output
     html = (out / "criteria.html").read_text()
     assert "Grad-CAM" in html and "Gradient saliency" in html and "Recommendations" in html
-    assert json.loads((out / "criteria.json").read_text())["rows"]
+    assert "Settings of this evaluation" in html and "steps 4" in html
+    saved = json.loads((out / "criteria.json").read_text())
+    assert saved["rows"] and saved["settings"]["steps"] == 4
 
 
 def test_explain_with_baselines_adds_a_sensitivity_figure(setup):

@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import methods
+from .errors import MindlensError
 from .metrics.criteria import CRITERIA, THRESHOLDS, CriteriaTable
 from .runs import write_atomic
 
@@ -231,6 +232,26 @@ def _sortable(v: Any) -> float:
     return -math.inf if math.isnan(_num(v)) else _num(v)
 
 
+def settings_lines(table: CriteriaTable) -> tuple[str, list[tuple[str, str]]]:
+    """The evaluation's settings in words for the page: the metrics' in one line, and per
+    method the parameters that differ from its defaults (the evaluation's or the user's);
+    ``criteria.json`` holds all of them."""
+    s = table.settings
+    metric = ", ".join(f"{k.replace('_', ' ')} {s[k]}" for k in
+                       ("steps", "sensitivity_samples", "sanity_layers", "tolerance", "seed",
+                        "batch_size") if k in s)
+    per_method = []
+    for name, params in s.get("methods", {}).items():
+        try:
+            defaults = methods.get(name).defaults
+        except MindlensError:
+            defaults = {}
+        changed = {k: v for k, v in params.items() if defaults.get(k, object()) != v}
+        if changed:
+            per_method.append((_title(name), ", ".join(f"{k}={v}" for k, v in changed.items())))
+    return metric, per_method
+
+
 def write_html(table: CriteriaTable, path: str | Path, model_name: str, n_images: int,
                region: str = "the expert's mask", subjects: str = "images with a mask",
                data_label: str = "your data") -> Path:
@@ -257,5 +278,5 @@ def write_html(table: CriteriaTable, path: str | Path, model_name: str, n_images
         model_name=model_name, n_images=n_images, criteria=CRITERIA, rows=rows,
         thresholds=table.thresholds, recommendations=recommendations(table),
         warnings=warnings(table), localization=localization(table, region, subjects),
-        data_label=data_label)
+        data_label=data_label, settings=settings_lines(table))
     return write_atomic(path, html)  # a kill leaves the old page or the new one

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mindlens.errors import InputError
-from mindlens.evaluate import evaluate, read_records
+from mindlens.evaluate import evaluate, evaluation_params, read_records
 from mindlens.metrics.criteria import CRITERIA, THRESHOLDS
 
 from ..conftest import assert_untouched, asset_images, fingerprint
@@ -117,6 +117,22 @@ def test_table_figures_grades_and_missing_masks(resnet20, data):
                 c in ("robustness", "intuitive interpretability", "colour bias"))
         assert 0 <= row["figures"]["pointing_game"] <= 1
     assert "| saliency |" in table.to_markdown()
+    settings = table.to_dict()["settings"]  # what criteria.json states the run used
+    assert settings["steps"] == 4 and settings["sensitivity_samples"] == 2
+    assert settings["methods"]["saliency"]["reduction"] == "max_abs"
+
+
+def test_evaluation_settings_scale_to_the_input_and_keep_the_users(resnet20):
+    occ = evaluation_params(resnet20, "occlusion", {})
+    assert (occ["window"], occ["stride"], occ["mode"]) == (4, 4, "exact")  # 8 x 8 tiles
+    mine = evaluation_params(resnet20, "occlusion", {"window": 2, "mode": "auto"})
+    assert mine == {"window": 2, "mode": "auto"}
+    assert evaluation_params(resnet20, "area_occlusion", {})["segmenter_options"] == {
+        "n_segments": 64}
+    assert evaluation_params(resnet20, "rise", {"n_masks": 50})["n_masks"] == 50
+    assert evaluation_params(resnet20, "rise", {})["n_masks"] == 250
+    assert evaluation_params(resnet20, "smoothgrad", {})["n"] == 16
+    assert evaluation_params(resnet20, "saliency", {}) == {}
 
 
 def test_method_that_cannot_run_is_not_applicable_with_reason(lenet):

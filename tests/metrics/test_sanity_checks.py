@@ -83,3 +83,47 @@ def test_sensitivity_is_zero_for_an_input_independent_map_and_grows_with_radius(
     assert (large > small).all()
     avg = metrics.avg_sensitivity(explain, resnet20, cifar[:2], radius=0.5, n_samples=3)
     assert (avg <= large).all()
+
+
+def test_reused_clean_maps_give_the_same_numbers(resnet20, cifar):
+    """What the evaluation passes in (the clean maps it has) changes no number: the
+    sensitivity's base, the top-1 maps of class discrimination and input dependence, the
+    sanity check's reference and its last step explained alone."""
+    explain = metrics.method_explainer("saliency")
+    x = cifar[:4]
+    classes = resnet20.predict(x).argmax(dim=1)
+    maps = explain(resnet20, x, classes)
+    calls = []
+
+    def counted(clf, xs, cs):
+        calls.append(len(xs))
+        return explain(clf, xs, cs)
+
+    a = metrics.sensitivity(explain, resnet20, x, classes, n_samples=2, seed=[1, 2, 3, 4])
+    b = metrics.sensitivity(counted, resnet20, x, classes, n_samples=2, seed=[1, 2, 3, 4],
+                            base=maps)
+    assert calls == [8] and torch.equal(a.samples, b.samples)
+    a = metrics.class_similarity(explain, resnet20, x)
+    b = metrics.class_similarity(explain, resnet20, x, known=(classes, maps))
+    assert torch.equal(a.spearman, b.spearman) and torch.equal(a.ssim, b.ssim)
+    a = metrics.input_dependence(explain, resnet20, x)
+    b = metrics.input_dependence(explain, resnet20, x, known=(classes, maps))
+    assert a.class_index == b.class_index and torch.equal(a.spearman, b.spearman)
+    layers = ["layer3.2.conv2", "linear"]
+    full = metrics.cascading_randomization(explain, resnet20, x, classes, layers, seed=5)
+    calls.clear()
+    last = metrics.cascading_randomization(counted, resnet20, x, classes, layers, seed=5,
+                                           reference=maps, final_only=True)
+    assert calls == [4] and last.layers == ["none", "layer3.2.conv2"]
+    assert torch.equal(last.maps[-1], full.maps[-1])
+    assert torch.equal(last.spearman_abs[-1], full.spearman_abs[-1])
+    with pytest.raises(InputError, match="for 4 image"):
+        metrics.sensitivity(explain, resnet20, x, classes, n_samples=1, base=maps[:2])
+
+
+def test_curves_do_not_depend_on_the_pass_size(resnet20, cifar):
+    x = cifar[:3]
+    maps = metrics.method_explainer("saliency")(resnet20, x, resnet20.predict(x).argmax(1))
+    a = metrics.deletion(resnet20, x, maps, steps=8, chunk=5, seed=[1, 2, 3])
+    b = metrics.deletion(resnet20, x, maps, steps=8, seed=[1, 2, 3])
+    torch.testing.assert_close(a.curves, b.curves, rtol=1e-5, atol=1e-6)

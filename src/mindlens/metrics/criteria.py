@@ -128,11 +128,15 @@ class CriteriaTable:
     baselines: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, str] = field(
         default_factory=lambda: {k: t.describe() for k, t in THRESHOLDS.items()})
+    #: every setting the evaluation ran with: the metrics' (steps, noise samples, sanity
+    #: layers, tolerance, seed, batch size) and each method's parameters, defaults filled in
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: an undefined number is ``None``, never NaN."""
         return _json_safe({"criteria": list(CRITERIA), "rows": self.rows,
-                           "thresholds": self.thresholds, "baselines": self.baselines})
+                           "thresholds": self.thresholds, "baselines": self.baselines,
+                           "settings": self.settings})
 
     def to_markdown(self) -> str:
         head = "| method | " + " | ".join(CRITERIA) + " |"

@@ -43,14 +43,21 @@ def map_similarity(a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def class_similarity(explain: ExplainFn, clf: Classifier, x: torch.Tensor) -> ClassSimilarity:
-    """Explain the top-1 and top-2 predicted class of each image in ``x`` and compare."""
+def class_similarity(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
+                     known: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> ClassSimilarity:
+    """Explain the top-1 and top-2 predicted class of each image in ``x`` and compare.
+    ``known``: ``(classes [N], maps [N, H, W])`` the caller has explained already; used
+    as the top-1 maps when ``classes`` are the top-1 classes (else explained here)."""
     x = clf.check_tensor(x)
     probs = clf.predict(x)
     if probs.shape[1] < 2:
         raise InputError("class discrimination needs a model with at least two classes")
     top2 = probs.topk(2, dim=1).indices
-    first = explain(clf, x, top2[:, 0]).detach()
+    if known is not None and torch.equal(known[0].to(top2.device), top2[:, 0]):
+        first = known[1].detach()
+    else:
+        first = explain(clf, x, top2[:, 0]).detach()
     second = explain(clf, x, top2[:, 1]).detach()
     sims = map_similarity(first, second)
     return ClassSimilarity(sims["spearman"], sims["ssim"], sims["cosine"], top2)

@@ -94,17 +94,22 @@ def _curves(model: ModelFn, start: torch.Tensor, finish: torch.Tensor, maps: tor
     # are switched from `start` to `finish`
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(hw, device=order.device).expand(n, hw))
-    ks = torch.arange(steps + 1, device=start.device)
-    curves = torch.empty(n, steps + 1, dtype=torch.float64, device=start.device)
-    for i in range(n):
-        for lo in range(0, steps + 1, chunk):
-            k = ks[lo:lo + chunk]
-            switched = (rank[i][None, :] < (k[:, None] * per_step)).view(-1, 1, h, w)
-            batch = torch.where(switched, finish[i:i + 1], start[i:i + 1])
-            logits = model(batch)  # a Classifier knows its output kind; a function: softmax
-            to_probs = getattr(model, "probabilities", lambda z: z.softmax(dim=1))
-            probs = to_probs(logits)[:, classes[i]]
-            curves[i, lo:lo + len(k)] = probs.double()
+    # every (image, step) copy in one stream, cut into passes of `chunk` copies: full
+    # passes across images instead of one short pass per image (on a 2-core CPU ResNet-20
+    # at 32 px ran 1.5-1.6 ms per copy in passes of 32-64, 2.3 ms in passes of 256)
+    rows = n * (steps + 1)
+    to_probs = getattr(model, "probabilities", lambda z: z.softmax(dim=1))
+    classes = classes.to(start.device)
+    flat_curves = torch.empty(rows, dtype=torch.float64, device=start.device)
+    for lo in range(0, rows, chunk):
+        r = torch.arange(lo, min(rows, lo + chunk), device=start.device)
+        img, k = r // (steps + 1), r % (steps + 1)
+        switched = (rank[img] < (k[:, None] * per_step)).view(-1, 1, h, w)
+        batch = torch.where(switched, finish[img], start[img])
+        logits = model(batch)  # a Classifier knows its output kind; a function: softmax
+        probs = to_probs(logits).gather(1, classes[img][:, None])[:, 0]
+        flat_curves[lo:lo + len(r)] = probs.double()
+    curves = flat_curves.view(n, steps + 1)
     return Curves(flat_to_nan(auc(curves), maps), curves, classes)
 
 
@@ -113,7 +118,8 @@ def deletion(model: ModelFn, images: torch.Tensor, maps: torch.Tensor, steps: in
              chunk: int = 64) -> Curves:
     """Deletion curve and AUC per image (lower = better). ``model``: model-space batch ->
     logits; ``images`` ``[N, C, H, W]`` in model space; ``substrate``: the model-space value
-    deleted pixels get (RISE: 0). ``classes``: default, the clean prediction."""
+    deleted pixels get (RISE: 0). ``classes``: default, the clean prediction. ``chunk``:
+    copies per forward pass."""
     start = images
     finish = torch.full_like(images, substrate)
     if classes is None:

@@ -65,17 +65,34 @@ def pairwise_similarity(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def input_dependence(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
-                     class_index: int | None = None) -> InputDependence:
+                     class_index: int | None = None,
+                     known: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> InputDependence:
     """Explain every image of ``x`` ``[N, C, ...]`` for one class (default: the class
     predicted most often in the batch, the lowest index on a tie) and compare the maps of
-    different images. A method that ignores the image scores 1.0 everywhere."""
+    different images. A method that ignores the image scores 1.0 everywhere.
+    ``known``: ``(classes [N], maps [N, ...])`` the caller has explained already, for the
+    predicted classes (they choose the default class then); the images already explained
+    for the class are not explained again."""
     x = clf.check_tensor(x)
     if class_index is None:
-        with torch.no_grad():
-            predicted = clf.predict(x).argmax(dim=1)
+        if known is not None:  # the clean predictions the caller explained
+            predicted = known[0]
+        else:
+            with torch.no_grad():
+                predicted = clf.predict(x).argmax(dim=1)
         class_index = int(torch.bincount(predicted.cpu()).argmax())
     classes = torch.full((len(x),), class_index, dtype=torch.long, device=x.device)
-    maps = explain(clf, x, classes).detach()
+    if known is None:
+        maps = explain(clf, x, classes).detach()
+    else:
+        have = known[0].cpu() == class_index
+        maps = known[1].detach().clone()
+        todo = (~have).nonzero().flatten()
+        if len(todo):
+            maps[todo.to(maps.device)] = explain(clf, x[todo.to(x.device)],
+                                                 classes[todo.to(x.device)]).detach().to(
+                                                     maps.dtype)
     maps = maps.flatten(2) if maps.dim() > 3 else maps  # volumes: one row per slice stack
     rho, same = pairwise_similarity(maps.reshape(len(x), maps.shape[1], -1))
     if len(x) < 2:

@@ -85,13 +85,18 @@ def randomize_module(module: nn.Module, generator: torch.Generator) -> None:
 
 def cascading_randomization(explain: ExplainFn, clf: Classifier, x: torch.Tensor,
                             classes: torch.Tensor | None = None,
-                            layers: list[str] | None = None, seed: int = 42
+                            layers: list[str] | None = None, seed: int = 42,
+                            reference: torch.Tensor | None = None, final_only: bool = False
                             ) -> RandomizationCurves:
     """Run the cascading randomisation on ``x`` ``[N, C, H, W]`` for ``classes`` (default:
     the trained model's prediction, kept fixed throughout).
 
     ``layers``: dotted module names, randomised in the reverse of the given order (the
-    last, i.e. top, first); default: :func:`execution_order`.
+    last, i.e. top, first); default: :func:`execution_order`. ``reference``: the trained
+    model's maps ``[N, H, W]`` of ``classes`` when the caller has them (step 0 is then not
+    explained again). ``final_only``: explain only the last step (every layer randomised,
+    with the very weights the cascade reaches, drawn in the same order): the curves then
+    hold steps 0 and the last, and ``layers`` names ``"none"`` and the last layer.
     """
     x = clf.check_tensor(x)
     if classes is None:
@@ -106,16 +111,20 @@ def cascading_randomization(explain: ExplainFn, clf: Classifier, x: torch.Tensor
         except AttributeError:
             raise InputError(f"the model has no layer named {name!r}") from None
     g = torch.Generator().manual_seed(seed)
-    maps = [explain(twin, x, classes).detach()]
-    for name in reversed(order):
+    if reference is not None and tuple(reference.shape[:1]) != (len(x),):
+        raise InputError(f"reference holds {len(reference)} map(s) for {len(x)} image(s)")
+    maps = [reference.detach() if reference is not None else explain(twin, x, classes).detach()]
+    for k, name in enumerate(reversed(order), start=1):
         randomize_module(twin.module.get_submodule(name), g)
-        maps.append(explain(twin, x, classes).detach())
-    stack = torch.stack(maps).double()
+        if not final_only or k == len(order):
+            maps.append(explain(twin, x, classes).detach())
+    stack = torch.stack([m.to(maps[-1].device) for m in maps]).double()
     ref = stack[0]
     sp_abs = torch.stack([spearman(ref.abs(), m.abs()) for m in stack])
     sp_sig = torch.stack([spearman(ref, m) for m in stack])
     ss = torch.stack([ssim(normalize01(ref.abs()), normalize01(m.abs())) for m in stack])
-    return RandomizationCurves(["none", *reversed(order)], sp_abs, sp_sig, ss, stack)
+    names = ["none", order[0]] if final_only else ["none", *reversed(order)]
+    return RandomizationCurves(names, sp_abs, sp_sig, ss, stack)
 
 
 def replace_module_copy(clf: Classifier) -> Classifier:
