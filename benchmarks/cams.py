@@ -5,7 +5,8 @@ On mobilenet_v2 at 224x224 (layer ``features``: 7x7, 1280 channels), one photo f
 test assets (``grace_hopper.png``), its top-1 class, times per image:
 
 - ``scorecam``: mindlens at its defaults (pytorch-grad-cam's map: align_corners=True masks,
-  logits, softmax over channels), batches of ``--batch-size``, no autograd, channels-last;
+  logits, softmax over channels), batches of ``--batch-size`` (default: the method's own,
+  8 at 224 px), no autograd, channels-last;
   the preview ``top_channels=N`` (``--top``), its error against the exact map measured
   here and the error it reports itself; pytorch-grad-cam ``ScoreCAM`` (its default batch
   of 16);
@@ -94,7 +95,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="masked inputs per pass (default: the method's own choice)")
     ap.add_argument("--top", type=int, default=256, help="preview: channels scored")
     ap.add_argument("--all", action="store_true", help="also the gradient variants, Eigen-CAM")
     ap.add_argument("--ablation", action="store_true",
