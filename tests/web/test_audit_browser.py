@@ -5,15 +5,13 @@ and reload the shared link. Skips when Chromium, chromedriver or Selenium is mis
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..browser import driver
-from .test_browser import _free_port, _until
+from ..browser import driver, served
+from .test_browser import _until
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -27,17 +25,8 @@ def server(tiny_audit: tuple[Path, Path, dict]):
 
     store, _, result = tiny_audit
     app = create_app({}, audits=[store], token=TOKEN)  # audited by the server as it starts
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", result
-    srv.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url, result
 
 
 def _loaded(d: Any, css: str, width: int | None) -> bool:

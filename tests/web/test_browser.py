@@ -5,25 +5,16 @@ Chromium, chromedriver or Selenium is missing."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from typing import Any
 
 import pytest
 
-from ..browser import driver
+from ..browser import driver, served
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 WAIT_S = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +27,8 @@ def server():
     app = create_app({"retina": load_demo_model("retina")}, pictures=demo_pictures(n=4),
                      unit=demo_unit_path("retina"), words=WORDS, target=1,
                      title="mindlens demo")  # as `mindlens serve --demo`
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url
 
 
 def _until(d: Any, check: Any, what: str) -> Any:
