@@ -345,14 +345,15 @@ def _mark_input_independent(cases: Sequence[Case]) -> None:
     map for different images of the same class, e.g. DeconvNet on a ResNet) shows only
     across cases: where it does, each such explanation gets ``extras["input_independent"]``
     (in its provenance, and a warning under its picture in the report)."""
-    for name in {n for c in cases for n in c.explanations}:
-        group = [c for c in cases if name in c.explanations and c.classifier is cases[0].classifier
-                 and c.x.shape == cases[0].x.shape]
+    groups: dict[tuple[Any, ...], list[Case]] = {}
+    for c in cases:  # comparable maps: same model, method, input and map shapes
+        for name, e in c.explanations.items():
+            key = (id(c.classifier), name, tuple(c.x.shape), tuple(e.maps.shape))
+            groups.setdefault(key, []).append(c)
+    for (_, name, _, _), group in groups.items():
         if len(group) < 2:
             continue
         expls = [c.explanations[name] for c in group]
-        if len({tuple(e.maps.shape) for e in expls}) > 1:
-            continue
         note = input_independence_note(torch.cat([c.x for c in group]),
                                        torch.cat([e.maps[:, :1] for e in expls]),
                                        torch.cat([e.targets[:, :1] for e in expls]))
