@@ -490,9 +490,12 @@ def strip(case: Case) -> np.ndarray:
     return panel(case.pixels, maps)
 
 
-def trusted_picture(case: Case, fraction: float = DEFAULT_FRACTION) -> Outlined | None:
+def trusted_picture(case: Case, fraction: float = DEFAULT_FRACTION,
+                    colours: list[str] | None = None) -> Outlined | None:
     """The picture a non-expert sees: the photo, the trusted map's most relevant
-    ``fraction`` outlined, the expert's marks (and a known marker) outlined beside it."""
+    ``fraction`` outlined, the expert's marks (and a known marker) outlined beside it.
+    ``colours``: the photo's :func:`~mindlens.render.evidence.distinct_colours`, where
+    they are known already."""
     if case.trusted is None or case.pixels.ndim != 3:
         return None
     from .verdict import evidence_threshold
@@ -501,7 +504,8 @@ def trusted_picture(case: Case, fraction: float = DEFAULT_FRACTION) -> Outlined 
     marks = case.mask
     if case.marker is not None:
         marks = case.marker if marks is None else (marks | case.marker)
-    return outline_picture(case.pixels, m, evidence_threshold(m, fraction), marks)
+    return outline_picture(case.pixels, m, evidence_threshold(m, fraction), marks,
+                           colours=colours)
 
 
 def _request_dict(request: Request) -> dict[str, Any]:

@@ -114,17 +114,18 @@ def _edge(mask: np.ndarray, width: int) -> np.ndarray:
 
 def outline_picture(image: np.ndarray, map_: np.ndarray | None = None,
                     threshold: float | None = None, marks: np.ndarray | None = None,
-                    display: int = DISPLAY) -> Outlined:
+                    display: int = DISPLAY, colours: list[str] | None = None) -> Outlined:
     """Enlarge ``image`` (grayscale or RGB) to about ``display`` pixels; outline where
     ``map_ >= threshold`` (the map enlarged bilinearly, so the outline is smooth) and the
-    bool ``marks`` (enlarged nearest, so a 2-pixel lesion stays a square)."""
+    bool ``marks`` (enlarged nearest, so a 2-pixel lesion stays a square). ``colours``:
+    :func:`distinct_colours` of ``image``, where the caller has them already."""
     rgb = as_rgb(image)
     h, w = rgb.shape[:2]
     factor = max(1, display // max(h, w))
     size = (h * factor, w * factor)
     big = _resize(rgb.astype(np.float32), size, "bilinear" if factor <= 2 else "nearest")
     out = big.round().clip(0, 255).astype(np.uint8)
-    colours = distinct_colours(rgb, 2)
+    colours = distinct_colours(rgb, 2) if colours is None else colours
     width = max(2, factor // 3)
     marks_colour = None
     if marks is not None and np.asarray(marks).any():

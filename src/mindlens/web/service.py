@@ -35,7 +35,7 @@ from .. import cases, methods, progress
 from ..errors import InputError
 from ..model import Classifier
 from ..render.colors import colorize, to_display
-from ..render.evidence import as_rgb
+from ..render.evidence import as_rgb, distinct_colours
 from ..render.png import fast_png_uri
 from ..verdict import Words
 from .limits import DEFAULT_MAX_PIXELS, decode_image, digest
@@ -290,9 +290,18 @@ class Service:
         hit = self.cached(ask)
         if hit is not None:
             return {**hit, "cached": True}
+        clf, photo = lane.clf, None
+        image: np.ndarray | torch.Tensor = ask.image
+        if ask.pictures and not clf.volumetric:
+            # the photo is drawn on another core while the model runs (its colours too,
+            # which the trusted picture needs): the answer's largest drawing costs no
+            # latency on a server whose explanation leaves a core free
+            image = clf.preprocess(ask.image)
+            photo = _drawing().submit(Photo.draw, clf.display_pixels(image)[0])
         with lane.lock:
-            case = self._case(ask, lane.clf, [ask.method], job)
-        result = encode(case, ask.fraction, ask.pictures)  # off the lock: the next may run
+            case = self._case(ask, clf, [ask.method], job, image)
+        # off the lock: the next may run
+        result = encode(case, ask.fraction, ask.pictures, None if photo is None else photo.result())
         result["model"] = ask.model
         self._store(ask, result)
         return {**result, "cached": False}
@@ -305,11 +314,13 @@ class Service:
                              fraction=ask.fraction, words=self.words)
 
     def _case(self, ask: Ask, clf: Classifier, names: list[str],
-              job: Job | None = None) -> cases.Case:
+              job: Job | None = None, image: np.ndarray | torch.Tensor | None = None
+              ) -> cases.Case:
+        """``image``: the ask's image, preprocessed already where the caller needed it."""
         if clf.volumetric:
             raise InputError("mindlens serve shows 2-D images; explain volumes with "
                              "`mindlens explain`")
-        item = cases.Input(ask.image, name="image", mask=ask.mask)
+        item = cases.Input(ask.image if image is None else image, name="image", mask=ask.mask)
         if job is None:
             return cases.run(clf, [item], self._request(ask, names))[0]
         handle = clf.module.register_forward_pre_hook(_watch(job))  # our private copy
@@ -422,21 +433,42 @@ def _watch(job: Job) -> Callable[..., None]:
     return hook
 
 
-def encode(case: cases.Case, fraction: float, pictures: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Photo:
+    """The input as the answer shows it: a PNG data URI, and the palette colours that
+    stand out on it (:func:`~mindlens.render.evidence.distinct_colours`), for the
+    trusted picture's outlines."""
+
+    pixels: np.ndarray  # uint8 [H, W, 3], the case's display pixels
+    uri: str
+    colours: list[str]
+
+    @staticmethod
+    def draw(pixels: np.ndarray) -> Photo:
+        rgb = as_rgb(pixels)
+        return Photo(pixels, fast_png_uri(rgb), distinct_colours(rgb, 2))
+
+
+def encode(case: cases.Case, fraction: float, pictures: bool = True,
+           photo: Photo | None = None) -> dict[str, Any]:
     """The JSON of one case: :meth:`Case.to_dict` (decision with the top classes,
     verdict, trusted method, map provenance), ``classes`` (the decision's top classes:
     index, label, probability), the input and the trusted picture as PNG data URIs, and per
     map its colours (PNG data URI), raw values (base64 of little-endian float32) and, for
     a concept method (MACE), the report's concept panel (else ``None``). Without
     ``pictures`` the PNG data URIs (``image``, ``trusted_picture``, the maps' ``png``)
-    are ``None`` and not drawn: for scripts that read the values."""
+    are ``None`` and not drawn: for scripts that read the values. ``photo``: the
+    case's photo drawn already (:meth:`Photo.draw`), else it is drawn here."""
     out = case.to_dict()
     out["classes"] = out["decision"]["top"]
-    image = trusted = None
+    trusted = None
+    if photo is not None and not np.array_equal(photo.pixels, case.pixels):
+        photo = None  # drawn from other pixels than the case shows: not this case's photo
     if pictures:  # the photo and the trusted picture drawn beside the maps (zlib and numpy
         # let go of the GIL): on an idle second core they cost no latency
-        image = _drawing().submit(lambda: fast_png_uri(as_rgb(case.pixels)))
-        trusted = _drawing().submit(_trusted_picture, case, fraction)
+        if photo is None:
+            photo = Photo.draw(case.pixels)
+        trusted = _drawing().submit(_trusted_picture, case, fraction, photo.colours)
     maps = []
     infos = iter(case.maps)
     for name, e in case.explanations.items():
@@ -451,14 +483,15 @@ def encode(case: cases.Case, fraction: float, pictures: bool = True) -> dict[str
                          "values": base64.b64encode(values.tobytes()).decode(),
                          "shape": list(values.shape), "dtype": "float32",
                          "concepts": _concepts(name, e, t, case.pixels, info.label)})
-    out["image"] = None if image is None else image.result()
+    out["image"] = None if photo is None or not pictures else photo.uri
     out["trusted_picture"] = None if trusted is None else trusted.result()
     out["maps"] = maps
     return out
 
 
-def _trusted_picture(case: cases.Case, fraction: float) -> dict[str, Any] | None:
-    pic = cases.trusted_picture(case, fraction)
+def _trusted_picture(case: cases.Case, fraction: float, colours: list[str] | None = None
+                     ) -> dict[str, Any] | None:
+    pic = cases.trusted_picture(case, fraction, colours)
     return None if pic is None else {"png": fast_png_uri(pic.pixels),
                                      "evidence_colour": pic.evidence_colour,
                                      "marks_colour": pic.marks_colour}
