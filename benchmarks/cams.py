@@ -12,7 +12,8 @@ test assets (``grace_hopper.png``), its top-1 class, times per image:
   of 16);
 - with ``--all``: the gradient variants (``gradcam_pp``, ``xgradcam``, ``layercam``,
   ``hirescam``), ``eigencam`` and ``ablationcam`` against their pytorch-grad-cam classes;
-- one forward pass and one forward+backward pass as units.
+- one forward pass and one forward+backward pass as units (with freed memory kept for
+  reuse, as mindlens's methods run: :mod:`mindlens.allocator`).
 
 Cases take turns (round-robin, ``--repeat`` rounds) so that a slow phase of the shared
 machine hits all of them alike; medians are reported. pytorch-grad-cam's maps are compared
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import _torchvision_stub, load
 
 import mindlens
+from mindlens.allocator import reusing_memory
 
 PGC = {"gradcam_pp": ("GradCAMPlusPlus", {"eps_additive": 1e-6}),
        "xgradcam": ("XGradCAM", {"eps_additive": 1e-7, "relu": True}),
@@ -98,6 +100,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None,
                     help="masked inputs per pass (default: the method's own choice)")
     ap.add_argument("--top", type=int, default=256, help="preview: channels scored")
+    ap.add_argument("--peer-reusing", action="store_true",
+                    help="also pytorch-grad-cam's ScoreCAM with freed memory kept for reuse "
+                         "(mindlens.allocator): how much of the lead is the allocator's")
     ap.add_argument("--all", action="store_true", help="also the gradient variants, Eigen-CAM")
     ap.add_argument("--ablation", action="store_true",
                     help="also Ablation-CAM (pytorch-grad-cam runs 1280 whole forwards)")
@@ -114,13 +119,14 @@ def main() -> None:
                                                         layer=layer, **kw))
     cases: dict[str, Callable[[], Any]] = {}
 
-    def fwd() -> Any:
-        with torch.no_grad():
+    def fwd() -> Any:  # the units with freed memory reused, as mindlens runs
+        with torch.no_grad(), reusing_memory():
             return model(x)
 
     def fwdbwd() -> Any:
         xg = x.detach().requires_grad_(True)
-        return torch.autograd.grad(model(xg)[0, peer_target], xg)[0]
+        with reusing_memory():
+            return torch.autograd.grad(model(xg)[0, peer_target], xg)[0]
 
     cases["forward"], cases["forward+backward"] = fwd, fwdbwd
     cases["mindlens scorecam"] = explain("scorecam", batch_size=args.batch_size)
@@ -128,6 +134,13 @@ def main() -> None:
         "scorecam", batch_size=args.batch_size, top_channels=args.top)
     cases["grad-cam ScoreCAM (batch 16)"] = pgc_call("ScoreCAM", model, layer, x, peer_target,
                                                      batch_size=16)
+    if args.peer_reusing:
+        plain = cases["grad-cam ScoreCAM (batch 16)"]
+
+        def reusing() -> Any:
+            with reusing_memory():
+                return plain()
+        cases["grad-cam ScoreCAM (batch 16, memory reused)"] = reusing
     chosen = {m: v for m, v in PGC.items()
               if (m == "ablationcam" and args.ablation) or (m != "ablationcam" and args.all)}
     for m, (peer, kw) in chosen.items():
@@ -170,6 +183,11 @@ def main() -> None:
           f"channels scored once on the zero image); max |difference| to pytorch-grad-cam "
           f"= {rel_err(ours_pp, theirs):.2e} of the map's max after pytorch-grad-cam's "
           f"post-processing (torch vs cv2 resize)")
+    if args.peer_reusing:
+        k = "grad-cam ScoreCAM (batch 16, memory reused)"
+        print(f"with freed memory reused (mindlens.allocator) pytorch-grad-cam takes "
+              f"{med[k]:.1f} s: mindlens is {med[k] / med['mindlens scorecam']:.2f}x faster "
+              f"than that")
     prev = last[f"mindlens scorecam top_channels={args.top}"]
     a, b = prev.maps.flatten(), exact.maps.flatten()
     r = float(torch.corrcoef(torch.stack([a, b]))[0, 1])

@@ -66,10 +66,25 @@ CASES: dict[str, Case] = {}
 def case(group: str, name: str, peers: tuple[str, ...] = (),
          applies: Callable[[str], bool] = lambda model: True):
     def deco(build: Callable[[dict[str, Any]], Callable[[], Any]]):
-        c = Case(group, name, build, peers, applies)
+        c = Case(group, name, _reusing(build) if group == "reference" else build, peers,
+                 applies)
         CASES[c.key] = c
         return build
     return deco
+
+
+def _reusing(build: Callable[[dict[str, Any]], Callable[[], Any]]):
+    """The reference passes run with freed memory kept for reuse, as mindlens's methods run
+    (:mod:`mindlens.allocator`): the units are the machine's best, not glibc's defaults."""
+    def built(ctx):
+        from mindlens.allocator import reusing_memory
+        run = build(ctx)
+
+        def reusing():
+            with reusing_memory():
+                return run()
+        return reusing
+    return built
 
 
 @case("reference", "forward")

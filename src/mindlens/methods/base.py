@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..allocator import reusing_memory
 from ..errors import InputError, NotApplicableError
 from ..explanation import Explanation
 from ..model import Classifier
@@ -117,7 +118,7 @@ class Method:
         ``cost.seconds`` excludes the wait. Probability-based targets and scores follow the
         model's output kind. The result carries its provenance (:mod:`mindlens.provenance`)
         and, for images, the pixels that were explained."""
-        with model_lock(clf.module):
+        with model_lock(clf.module), reusing_memory():
             self.check(clf)  # it may look at modules another thread's patch swaps
             start = time.perf_counter()
             output = getattr(clf, "output", "softmax")

@@ -1,0 +1,106 @@
+"""mindlens.allocator: freed memory kept for reuse while explaining, and given back to
+glibc's own limits afterwards; the explanations are the same to the bit."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+import torch
+
+from mindlens import allocator, explain
+from mindlens.allocator import reusing_memory
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, param: int, value: int) -> int:
+        with self.lock:
+            self.calls.append((param, value))
+        return 1
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    rec = Recorder()
+    monkeypatch.setattr(allocator, "_MALLOPT", rec)
+    return rec
+
+
+def test_thresholds_are_raised_once_and_set_to_glibcs_dynamic_maxima_after(recorded):
+    with reusing_memory():
+        assert allocator.active()
+        with reusing_memory():  # nested: nothing more is set
+            pass
+        assert allocator.active()
+        assert recorded.calls == [(-3, 2**31 - 1), (-1, 2**31 - 1)]
+    assert not allocator.active()
+    assert recorded.calls[2:] == [(-3, 32 << 20), (-1, 64 << 20)]
+
+
+def test_an_error_inside_still_restores(recorded):
+    with pytest.raises(RuntimeError), reusing_memory():
+        raise RuntimeError("boom")
+    assert not allocator.active()
+    assert recorded.calls[-2:] == [(-3, 32 << 20), (-1, 64 << 20)]
+
+
+def test_held_until_the_last_of_several_threads_leaves(recorded):
+    inside = threading.Barrier(4)
+    leave = threading.Event()
+
+    def work() -> None:
+        with reusing_memory():
+            inside.wait()
+            leave.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    inside.wait()
+    assert allocator.active() and len(recorded.calls) == 2  # raised once for all three
+    leave.set()
+    for t in threads:
+        t.join()
+    assert not allocator.active() and len(recorded.calls) == 4
+
+
+def test_explain_runs_inside_and_leaves(recorded, lenet):
+    seen = []
+    x = torch.rand(1, lenet.channels, *lenet.input_size)
+    handle = lenet.module.register_forward_pre_hook(lambda m, i: seen.append(
+        allocator.active()))
+    try:
+        explain(lenet, x, "saliency")
+    finally:
+        handle.remove()
+    assert seen and all(seen)
+    assert not allocator.active()
+
+
+def test_the_explanation_is_the_same_to_the_bit_without_it(monkeypatch, mobilenet_v2):
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with_reuse = explain(mobilenet_v2, x, "scorecam", batch_size=16).maps
+    monkeypatch.setattr(allocator, "_MALLOPT", None)
+    assert not allocator.available()
+    assert torch.equal(explain(mobilenet_v2, x, "scorecam", batch_size=16).maps, with_reuse)
+
+
+def test_the_user_decides(monkeypatch):
+    monkeypatch.setenv("MINDLENS_REUSE_MEMORY", "0")
+    assert allocator._mallopt() is None
+    monkeypatch.delenv("MINDLENS_REUSE_MEMORY")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user tuned glibc
+    assert allocator._mallopt() is None
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1")
+    assert allocator._mallopt() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_on_this_linux_it_is_glibcs_mallopt():
+    assert allocator.available()
