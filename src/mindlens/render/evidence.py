@@ -123,8 +123,11 @@ def outline_picture(image: np.ndarray, map_: np.ndarray | None = None,
     h, w = rgb.shape[:2]
     factor = max(1, display // max(h, w))
     size = (h * factor, w * factor)
-    big = _resize(rgb.astype(np.float32), size, "bilinear" if factor <= 2 else "nearest")
-    out = big.round().clip(0, 255).astype(np.uint8)
+    if factor == 1:
+        out = rgb.copy()
+    else:
+        big = _resize(rgb.astype(np.float32), size, "bilinear" if factor <= 2 else "nearest")
+        out = big.round().clip(0, 255).astype(np.uint8)
     colours = distinct_colours(rgb, 2) if colours is None else colours
     width = max(2, factor // 3)
     marks_colour = None
