@@ -74,13 +74,30 @@ def run_local(clf: Classifier, settings: Settings, batches: Sequence[Batch],
 def drive(results: Iterator[BatchResult], write: Callable[[BatchResult], None],
           done: int, total: int, progress: Progress | None, pids: Callable[[], list[int]]
           ) -> int:
-    """Write each result as it comes, report progress; return how many images were done."""
+    """Write each result in order while the next batch is explained (one writer thread,
+    one write in flight: the store's chunk, rows and fsync cost the model no time); report
+    progress after each write; return how many images were done. A failure on either side
+    stops the scan after the write in flight has finished, so the journal stays whole."""
     start, new = time.perf_counter(), 0
-    for result in results:
-        write(result)
-        new += len(result.rows)
+
+    def written(n: int) -> None:
+        nonlocal new
+        new += n
         if progress is not None:
             progress(ScanStatus(done + new, total, time.perf_counter() - start, pids()))
+
+    def store(result: BatchResult) -> int:
+        write(result)
+        return len(result.rows)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mindlens-store") as writer:
+        pending: Future[int] | None = None
+        for result in results:
+            if pending is not None:
+                written(pending.result())
+            pending = writer.submit(store, result)
+        if pending is not None:
+            written(pending.result())
     return new
 
 
