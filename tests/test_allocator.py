@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -26,9 +27,19 @@ class Recorder:
 
 @pytest.fixture
 def recorded(monkeypatch):
+    """mallopt and malloc_trim recorded; the memory given back as soon as the last
+    explanation ends (no grace period)."""
     rec = Recorder()
     monkeypatch.setattr(allocator, "_MALLOPT", rec)
+    monkeypatch.setattr(allocator, "_TRIM", lambda pad: rec(0, pad))
+    monkeypatch.setattr(allocator, "GRACE_S", 0.0)
+    monkeypatch.setattr(allocator, "_held", False)
+    monkeypatch.setattr(allocator, "_timer", None)
     return rec
+
+
+HELD = [(-3, 2**31 - 1), (-1, 2**31 - 1)]
+AFTER = [(-3, 32 << 20), (-1, 64 << 20), (0, 0)]  # thresholds, then malloc_trim(0)
 
 
 def test_thresholds_are_raised_once_and_set_to_glibcs_dynamic_maxima_after(recorded):
@@ -37,16 +48,16 @@ def test_thresholds_are_raised_once_and_set_to_glibcs_dynamic_maxima_after(recor
         with reusing_memory():  # nested: nothing more is set
             pass
         assert allocator.active()
-        assert recorded.calls == [(-3, 2**31 - 1), (-1, 2**31 - 1)]
-    assert not allocator.active()
-    assert recorded.calls[2:] == [(-3, 32 << 20), (-1, 64 << 20)]
+        assert recorded.calls == HELD
+    assert not allocator.active() and not allocator.held()
+    assert recorded.calls[2:] == AFTER
 
 
 def test_an_error_inside_still_restores(recorded):
     with pytest.raises(RuntimeError), reusing_memory():
         raise RuntimeError("boom")
     assert not allocator.active()
-    assert recorded.calls[-2:] == [(-3, 32 << 20), (-1, 64 << 20)]
+    assert recorded.calls[-3:] == AFTER
 
 
 def test_held_until_the_last_of_several_threads_leaves(recorded):
@@ -66,7 +77,21 @@ def test_held_until_the_last_of_several_threads_leaves(recorded):
     leave.set()
     for t in threads:
         t.join()
-    assert not allocator.active() and len(recorded.calls) == 4
+    assert not allocator.active() and recorded.calls == HELD + AFTER
+
+
+def test_kept_for_the_grace_period_then_given_back(recorded, monkeypatch):
+    monkeypatch.setattr(allocator, "GRACE_S", 0.3)
+    with reusing_memory():
+        pass
+    assert allocator.held() and recorded.calls == HELD  # kept for the next call
+    with reusing_memory():  # within the grace period: nothing to set again
+        pass
+    assert recorded.calls == HELD
+    deadline = time.monotonic() + 10
+    while allocator.held() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not allocator.held() and recorded.calls == HELD + AFTER
 
 
 def test_explain_runs_inside_and_leaves(recorded, lenet):
@@ -83,6 +108,7 @@ def test_explain_runs_inside_and_leaves(recorded, lenet):
 
 
 def test_the_explanation_is_the_same_to_the_bit_without_it(monkeypatch, mobilenet_v2):
+    monkeypatch.setattr(allocator, "GRACE_S", 0.0)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with_reuse = explain(mobilenet_v2, x, "scorecam", batch_size=16).maps
     monkeypatch.setattr(allocator, "_MALLOPT", None)

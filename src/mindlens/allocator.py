@@ -10,15 +10,17 @@ at batch size 8, 10 ms with the memory kept (measured on the 2-core development 
 That is why PyTorch's CPU tuning guides preload jemalloc or tcmalloc.
 
 :func:`reusing_memory` raises both thresholds (``mallopt``, documented in ``man 3
-mallopt``) while at least one explanation runs in the process, so blocks freed by one pass
-are reused by the next. On leaving it sets them to 32 MiB and 64 MiB, the largest values
-glibc's own dynamic thresholds can reach (mallopt turns the dynamic adjustment off for
-good): afterwards blocks up to 32 MiB stay in the heap and up to 64 MiB of free heap is
-kept rather than trimmed. In our measurements that is as fast as glibc's defaults or
-faster (a batch-1 forward of mobilenet_v2: 16 ms after a mindlens call, 23 ms before),
-and it may keep up to 64 MiB more memory. Peer libraries timed in the same process after mindlens profit
-from it too (the side-by-side benchmarks are conservative for mindlens). The explanations
-are bit for bit the same; only where the memory comes from changes.
+mallopt``) while at least one explanation runs in the process and :data:`GRACE_S` (1 s)
+after the last one ends, so blocks freed by one pass are reused by the next, also by the
+next call of a loop. Then it hands the memory back (``malloc_trim``) and sets the
+thresholds to 32 MiB and 64 MiB, the largest values glibc's own dynamic thresholds can
+reach (mallopt turns the dynamic adjustment off for good): blocks up to 32 MiB stay in the
+heap and up to 64 MiB of free heap is kept rather than trimmed. In our measurements that
+is as fast as glibc's defaults or faster (a batch-1 forward of mobilenet_v2: 16 ms after,
+23 ms before), and it may keep up to 64 MiB more memory. Peer libraries timed in the same
+process after mindlens profit from it too (the side-by-side benchmarks are conservative
+for mindlens). The explanations are bit for bit the same; only where the memory comes
+from changes.
 
 It does nothing where it cannot help or where the user decided: on other C libraries and
 systems (``mallopt`` absent), when glibc's malloc is tuned by the environment
@@ -45,11 +47,17 @@ _HELD = (1 << 31) - 1, (1 << 31) - 1
 #: (DEFAULT_MMAP_THRESHOLD_MAX, twice that for trimming)
 _AFTER = 32 << 20, 64 << 20
 
+#: seconds the memory stays kept after the last explanation ends: calls in a loop (a scan,
+#: an evaluation, a busy server) find it again; an idle process gets it back soon after
+GRACE_S = 1.0
+
 _lock = threading.Lock()
-_depth = 0
+_depth = 0  # explanations running now, all threads
+_held = False  # whether the thresholds are raised
+_timer: threading.Timer | None = None  # gives the memory back after GRACE_S idle
 
 
-def _mallopt() -> ctypes._CFuncPtr | None:
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux") or os.environ.get("MINDLENS_REUSE_MEMORY") == "0":
         return None
     if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) \
@@ -58,19 +66,33 @@ def _mallopt() -> ctypes._CFuncPtr | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl's mallopt does nothing
-        fn = libc.mallopt
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return fn
+    return libc
 
 
-_MALLOPT = _mallopt()
+def _mallopt() -> ctypes._CFuncPtr | None:
+    libc = _libc()
+    return None if libc is None else libc.mallopt
+
+
+_LIBC = _libc()
+_MALLOPT = None if _LIBC is None else _LIBC.mallopt
+_TRIM = None if _LIBC is None else _LIBC.malloc_trim
 
 
 def active() -> bool:
-    """Whether memory is being kept for reuse now (inside :func:`reusing_memory`)."""
+    """Whether an explanation keeps freed memory for reuse now (inside
+    :func:`reusing_memory`)."""
     return _MALLOPT is not None and _depth > 0
+
+
+def held() -> bool:
+    """Whether freed memory is kept now: during an explanation and up to
+    :data:`GRACE_S` seconds after the last one."""
+    return _held
 
 
 def available() -> bool:
@@ -79,27 +101,52 @@ def available() -> bool:
 
 
 def _set(mmap_threshold: int, trim_threshold: int) -> None:
-    assert _MALLOPT is not None
-    _MALLOPT(_M_MMAP_THRESHOLD, mmap_threshold)
-    _MALLOPT(_M_TRIM_THRESHOLD, trim_threshold)
+    if _MALLOPT is not None:
+        _MALLOPT(_M_MMAP_THRESHOLD, mmap_threshold)
+        _MALLOPT(_M_TRIM_THRESHOLD, trim_threshold)
+
+
+def _give_back() -> None:
+    """Thresholds to glibc's dynamic maxima and the kept memory back to the system (under
+    the lock, no explanation running)."""
+    global _held, _timer
+    _set(*_AFTER)
+    if _TRIM is not None:
+        _TRIM(0)
+    _held, _timer = False, None
+
+
+def _when_idle() -> None:
+    with _lock:  # a call may have begun meanwhile, or a later timer taken over
+        if _depth == 0 and _held and _timer is threading.current_thread():
+            _give_back()
 
 
 @contextmanager
 def reusing_memory() -> Iterator[None]:
     """Keep freed memory for reuse in this block (nested and from several threads: held
-    until the last one leaves)."""
-    global _depth
+    until the last one leaves, and :data:`GRACE_S` seconds more)."""
+    global _depth, _held, _timer
     if _MALLOPT is None:
         yield
         return
     with _lock:
         _depth += 1
-        if _depth == 1:
+        if _timer is not None:
+            _timer.cancel()
+            _timer = None
+        if not _held:
             _set(*_HELD)
+            _held = True
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0:
-                _set(*_AFTER)
+            if _depth == 0 and _held:
+                if GRACE_S <= 0:
+                    _give_back()
+                else:
+                    _timer = threading.Timer(GRACE_S, _when_idle)
+                    _timer.daemon = True  # never holds up the interpreter's exit
+                    _timer.start()
