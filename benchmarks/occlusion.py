@@ -64,6 +64,8 @@ class Meter:
     def run(self, fn: Callable[[], Any], total: int, capping: bool = True
             ) -> tuple[float, bool, Any]:
         """Seconds for the whole job (extrapolated if capped), capped?, result."""
+        from mindlens.allocator import give_back
+
         handle = self.module.register_forward_pre_hook(self.hook)
         self.capping = capping
         self.samples = 0
@@ -76,6 +78,7 @@ class Meter:
             return elapsed * total / max(self.samples, 1), True, None
         finally:
             handle.remove()
+            give_back()  # no case runs on the memory mindlens keeps after a call
 
 
 def load(assets: Path):

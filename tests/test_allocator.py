@@ -94,6 +94,18 @@ def test_kept_for_the_grace_period_then_given_back(recorded, monkeypatch):
     assert not allocator.held() and recorded.calls == HELD + AFTER
 
 
+def test_give_back_ends_the_grace_period_at_once(recorded, monkeypatch):
+    monkeypatch.setattr(allocator, "GRACE_S", 60.0)
+    with reusing_memory():
+        allocator.give_back()  # an explanation runs: nothing is given back
+        assert recorded.calls == HELD
+    assert allocator.held()
+    allocator.give_back()
+    assert not allocator.held() and recorded.calls == HELD + AFTER
+    allocator.give_back()  # nothing kept: nothing more to do
+    assert recorded.calls == HELD + AFTER
+
+
 def test_explain_runs_inside_and_leaves(recorded, lenet):
     seen = []
     x = torch.rand(1, lenet.channels, *lenet.input_size)

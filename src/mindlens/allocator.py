@@ -116,6 +116,19 @@ def _give_back() -> None:
     _held, _timer = False, None
 
 
+def give_back() -> None:
+    """Give the kept memory back now rather than :data:`GRACE_S` after the last
+    explanation (no effect while one runs): for a process that turns to other work at
+    once, e.g. a benchmark that times another library next, which must not run on
+    mindlens's kept memory."""
+    global _timer
+    with _lock:
+        if _depth == 0 and _held:
+            if _timer is not None:
+                _timer.cancel()
+            _give_back()
+
+
 def _when_idle() -> None:
     with _lock:  # a call may have begun meanwhile, or a later timer taken over
         if _depth == 0 and _held and _timer is threading.current_thread():
