@@ -142,3 +142,18 @@ def test_the_user_decides(monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_on_this_linux_it_is_glibcs_mallopt():
     assert allocator.available()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork")
+def test_a_forked_child_starts_with_a_fresh_lock():
+    import os
+
+    with reusing_memory():
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's block is not the child's
+            ok = allocator._depth == 0 and not allocator._lock.locked()
+            with reusing_memory():
+                ok = ok and allocator.active()
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

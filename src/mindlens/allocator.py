@@ -57,6 +57,18 @@ _held = False  # whether the thresholds are raised
 _timer: threading.Timer | None = None  # gives the memory back after GRACE_S idle
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: a fresh lock (the parent's may have
+    been held by another thread at the fork), no explanation running, no timer. The child
+    inherits the thresholds; its next explanation's end starts its own timer."""
+    global _lock, _depth, _timer
+    _lock, _depth, _timer = threading.Lock(), 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux") or os.environ.get("MINDLENS_REUSE_MEMORY") == "0":
         return None
