@@ -130,13 +130,13 @@ def test_the_explanation_is_the_same_to_the_bit_without_it(monkeypatch, mobilene
 
 def test_the_user_decides(monkeypatch):
     monkeypatch.setenv("MINDLENS_REUSE_MEMORY", "0")
-    assert allocator._mallopt() is None
+    assert allocator._libc() is None
     monkeypatch.delenv("MINDLENS_REUSE_MEMORY")
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user tuned glibc
-    assert allocator._mallopt() is None
+    assert allocator._libc() is None
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1")
-    assert allocator._mallopt() is None
+    assert allocator._libc() is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

@@ -85,11 +85,6 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def _mallopt() -> ctypes._CFuncPtr | None:
-    libc = _libc()
-    return None if libc is None else libc.mallopt
-
-
 _LIBC = _libc()
 _MALLOPT = None if _LIBC is None else _LIBC.mallopt
 _TRIM = None if _LIBC is None else _LIBC.malloc_trim

@@ -464,8 +464,9 @@ def encode(case: cases.Case, fraction: float, pictures: bool = True,
     trusted = None
     if photo is not None and not np.array_equal(photo.pixels, case.pixels):
         photo = None  # drawn from other pixels than the case shows: not this case's photo
-    if pictures:  # the photo and the trusted picture drawn beside the maps (zlib and numpy
-        # let go of the GIL): on an idle second core they cost no latency
+    if pictures:  # the trusted picture is drawn beside the maps (zlib and numpy let go of
+        # the GIL: on an idle second core it costs no latency); the photo here where the
+        # caller has not drawn it during the model run
         if photo is None:
             photo = Photo.draw(case.pixels)
         trusted = _drawing().submit(_trusted_picture, case, fraction, photo.colours)
