@@ -27,6 +27,7 @@ from ..model import Classifier
 from ..verdict import DEFAULT_FRACTION, Words
 from . import audit_api
 from .audit import Audits
+from .http_errors import answer_errors
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TooLarge
 from .pictures import Picture, folder_pictures
 from .security import COOKIE, Guard, read_limited, token_ok
@@ -96,18 +97,7 @@ def create_app(models: Mapping[str, Classifier | str | Path],
 
 
 def _errors(app: FastAPI) -> None:
-    @app.exception_handler(TooLarge)
-    async def too_large(_r: Request, e: TooLarge) -> JSONResponse:
-        return JSONResponse({"detail": str(e)}, status_code=413)
-
-    @app.exception_handler(MindlensError)
-    async def bad_input(_r: Request, e: MindlensError) -> JSONResponse:
-        return JSONResponse({"detail": str(e)}, status_code=422)
-
-    @app.exception_handler(Busy)
-    async def busy(_r: Request, e: Busy) -> JSONResponse:
-        return JSONResponse({"detail": f"{e}; retry in a moment"}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    answer_errors(app, {TooLarge: 413, MindlensError: 422, Busy: 503}, RETRY_AFTER_S)
 
 
 def _pages(app: FastAPI) -> None:

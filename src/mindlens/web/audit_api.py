@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .audit import Audits, Failed, NotReady, Unknown
+from .http_errors import answer_errors
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_S = 1
@@ -24,18 +25,7 @@ def register(app: FastAPI, audits: Audits) -> None:
     """Add the audit page and API to ``app`` (routes only; the app's guard applies)."""
     app.state.audits = audits
 
-    @app.exception_handler(Unknown)
-    async def unknown(_r: Request, e: Unknown) -> JSONResponse:
-        return JSONResponse({"detail": str(e)}, status_code=404)
-
-    @app.exception_handler(Failed)
-    async def failed(_r: Request, e: Failed) -> JSONResponse:
-        return JSONResponse({"detail": str(e)}, status_code=500)
-
-    @app.exception_handler(NotReady)
-    async def not_ready(_r: Request, e: NotReady) -> JSONResponse:
-        return JSONResponse({"detail": f"{e}; retry in a moment"}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    answer_errors(app, {Unknown: 404, Failed: 500, NotReady: 503}, RETRY_AFTER_S)
 
     @app.get("/audit", include_in_schema=False)
     async def page() -> FileResponse:
